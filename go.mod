@@ -1,0 +1,3 @@
+module safefs
+
+go 1.24
