@@ -19,7 +19,7 @@ FUZZ_TARGETS := \
 # Debian packages the build and the tests need.
 DEB_PACKAGES := e2fsprogs acl attr libseccomp-dev pkg-config gcc util-linux fuse3
 
-.PHONY: all build check test vet fmt-check fuzz fuzz-brief bench deps demo clean help
+.PHONY: race all build check test vet fmt-check fuzz fuzz-brief bench deps demo clean help
 
 all: build
 
@@ -32,7 +32,7 @@ $(BIN)/%: FORCE
 FORCE:
 
 ## check: the whole test suite (formatting, vet, unit and oracle tests, brief fuzzing)
-check: fmt-check vet test fuzz-brief
+check: fmt-check vet test race fuzz-brief
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -43,6 +43,10 @@ vet:
 
 test:
 	$(GO) test -count=1 -timeout 15m ./...
+
+# The concurrency tests again under the race detector.
+race:
+	$(GO) test -race -count=1 -short -run 'Concurrent' ./...
 
 # Each fuzz target for FUZZTIME (default 3s), one after another.
 fuzz-brief:

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"safefs/internal/ext4"
@@ -188,4 +190,48 @@ func BenchmarkLookupLargeDir(b *testing.B) {
 			fsys.Lookup(dir, []byte("no-such-name"))
 		}
 	})
+}
+
+// TestThreeLevelHtree checks that the ext4-largedir-3level image really
+// has a three-level index (so that the kernel oracle's walk, which looks
+// up every name, exercises one), reading dx_root's indirect_levels from
+// the block debugfs maps, and that lookups of names spread over the whole
+// hash range succeed.
+func TestThreeLevelHtree(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the three-level htree image is not built in -short mode")
+	}
+	img := testimg.Build(t, specNamed(t, "ext4-largedir-3level"))
+	out := strings.TrimSpace(testimg.Debugfs(t, img, "bmap /big 0"))
+	pblk, err := strconv.ParseUint(out, 10, 64)
+	if err != nil {
+		t.Fatalf("debugfs bmap: %q", out)
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	root := make([]byte, 32)
+	if _, err := f.ReadAt(root, int64(pblk)*1024); err != nil {
+		t.Fatal(err)
+	}
+	if levels := root[30]; levels != 2 {
+		t.Fatalf("dx_root of /big has indirect_levels %d, want 2 (a three-level tree)", levels)
+	}
+	fsys := openImage(t, img, nil)
+	rootIno, _ := fsys.Inode(2)
+	bigIno, _, err := fsys.Lookup(rootIno, []byte("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, _ := fsys.Inode(bigIno)
+	for i := 0; i < testimg.LargeDirEntries; i += 997 {
+		if _, _, err := fsys.Lookup(big, []byte(testimg.LargeDirLongName(i))); err != nil {
+			t.Errorf("lookup %d: %v", i, err)
+		}
+	}
+	if _, _, err := fsys.Lookup(big, []byte("absent")); err != ext4.ErrNotFound {
+		t.Errorf("lookup of an absent name: %v", err)
+	}
 }

@@ -30,6 +30,11 @@ type Spec struct {
 	// the options Build always adds (-q -F -U -d and -E hash_seed=, which
 	// is merged into any -E given here).
 	MkfsArgs []string
+	// Tune2fsArgs, if any, are passed to tune2fs on the image right after
+	// mke2fs. mke2fs 1.47.0 -d writes quota files that count only the root
+	// and lost+found, not the copied tree, so quotas are switched on with
+	// tune2fs (which counts everything) instead.
+	Tune2fsArgs []string
 	// SizeMB is the image size in MiB. Images are sparse files, so unused
 	// space costs nothing on disk.
 	SizeMB int
@@ -37,7 +42,8 @@ type Spec struct {
 	Tree TreeKind
 	// NeedsRoot reports that the tree has parts only root can make (device
 	// nodes, chown, trusted.* and security.* xattrs). Without root Build
-	// generates the tree without them rather than skipping.
+	// generates TreeFull without them rather than skipping; TreeLargeDir,
+	// which needs a read-write kernel mount, is skipped.
 	NeedsRoot bool
 	// Htree makes Build run e2fsck -fyD after mke2fs. mke2fs -d writes
 	// every directory as a linear list, so this is the only way to get
@@ -58,11 +64,11 @@ const HashSeed = "5afef5a0-7e57-4d1a-9e00-0000000000a5"
 // It is upstream's default without the size-based usage types' overrides,
 // so that a 64 MiB image gets 4 KiB blocks, 256-byte inodes and one inode
 // per 16 KiB on every distribution (Debian's "small" type would otherwise
-// switch to 1 KiB blocks below 512 MiB). The empty usage-type stanzas only
-// silence mke2fs's "fs_type small is not defined" warning. The hash_tea and
-// hash_legacy usage types (mke2fs -T) exist because mke2fs has no command
-// line option for the directory hash algorithm: "hash_alg" is a profile
-// relation only.
+// switch to 1 KiB blocks below 512 MiB). The size-based usage types only
+// repeat a default, because an undefined or empty one makes mke2fs warn
+// "fs_type small is not defined". The hash_tea and hash_legacy usage types
+// (mke2fs -T) exist because mke2fs has no command line option for the
+// directory hash algorithm: "hash_alg" is a profile relation only.
 const MkfsConfig = `[defaults]
 	base_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
 	default_mntopts = acl,user_xattr
@@ -85,14 +91,19 @@ const MkfsConfig = `[defaults]
 		hash_alg = legacy
 	}
 	floppy = {
+		inode_ratio = 16384
 	}
 	small = {
+		inode_ratio = 16384
 	}
 	default = {
+		inode_ratio = 16384
 	}
 	big = {
+		inode_ratio = 16384
 	}
 	huge = {
+		inode_ratio = 16384
 	}
 `
 
@@ -108,6 +119,11 @@ func Matrix() []Spec {
 		// htrees as ext3 with dir_index usually has.
 		full("ext2", 64, false, "-t", "ext2", "-g", "4096"),
 		full("ext3", 64, true, "-t", "ext3", "-g", "4096"),
+		// 1 KiB blocks put the triple-indirect range at 64 MiB, inside
+		// the sparse files' reach.
+		full("ext3-1k", 64, true, "-t", "ext3", "-b", "1024"),
+		// Inodes larger than 256 bytes: more room for in-inode xattrs.
+		full("ext4-1024inode", 64, true, "-t", "ext4", "-I", "1024"),
 		full("ext4-default", 64, true, "-t", "ext4"),
 		full("ext4-1k", 64, true, "-t", "ext4", "-b", "1024"),
 		full("ext4-2k", 64, true, "-t", "ext4", "-b", "2048"),
@@ -125,7 +141,15 @@ func Matrix() []Spec {
 		// MkfsConfig's hash_* usage types.
 		full("ext4-hash-tea", 64, true, "-t", "ext4", "-T", "hash_tea"),
 		full("ext4-hash-legacy", 64, true, "-t", "ext4", "-T", "hash_legacy"),
-		full("ext4-project-quota", 64, true, "-t", "ext4", "-O", "quota,project"),
+		{
+			Name:        "ext4-project-quota",
+			MkfsArgs:    []string{"-t", "ext4", "-O", "project"},
+			Tune2fsArgs: []string{"-O", "quota", "-Q", "usrquota,grpquota,prjquota"},
+			SizeMB:      64,
+			Tree:        TreeFull,
+			NeedsRoot:   true,
+			Htree:       true,
+		},
 		full("ext4-orphan-file", 64, true, "-t", "ext4", "-O", "orphan_file"),
 		{
 			// The kernel creates the big directory and its htree; e2fsck
@@ -136,13 +160,22 @@ func Matrix() []Spec {
 			Tree:      TreeLargeDir,
 			NeedsRoot: true,
 		},
+		{
+			// 1 KiB blocks and names of over 200 bytes: three entries
+			// per leaf, so 100,000 of them need a three-level htree.
+			Name:      "ext4-largedir-3level",
+			MkfsArgs:  []string{"-t", "ext4", "-b", "1024", "-O", "large_dir", "-N", "120000"},
+			SizeMB:    256,
+			Tree:      TreeLargeDirLong,
+			NeedsRoot: true,
+		},
 	}
 }
 
 // key identifies a spec for the build cache; Spec has a slice and so is not
 // comparable itself.
 func (s Spec) key() string {
-	return fmt.Sprintf("%s\x00%q\x00%d\x00%v\x00%v", s.Name, s.MkfsArgs, s.SizeMB, s.Tree, s.Htree)
+	return fmt.Sprintf("%s\x00%q\x00%q\x00%d\x00%v\x00%v", s.Name, s.MkfsArgs, s.Tune2fsArgs, s.SizeMB, s.Tree, s.Htree)
 }
 
 // blockSize is the block size the spec asks for (mke2fs -b), defaulting to
@@ -331,15 +364,20 @@ func sourceLocked(t testing.TB, s Spec) *genTree {
 //
 // Building runs, in order:
 //  1. mke2fs -q -F MkfsArgs -U UUID -E hash_seed=HashSeed[,MkfsArgs' -E]
-//     -d SRC IMG on a sparse file of SizeMB, with MKE2FS_CONFIG=MkfsConfig;
+//     -d SRC IMG on a sparse file of SizeMB, with MKE2FS_CONFIG=MkfsConfig,
+//     then tune2fs Tune2fsArgs IMG if there are any;
 //  2. debugfs -w to restore what mke2fs -d cannot copy: nanosecond,
 //     pre-1970, post-2038 and creation times of the "times/" entries (only
 //     with inodes larger than 128 bytes), unwritten extents in
 //     "sparse/prealloc" (only with extents: blocks covering bytes
-//     16K..48K inside the file and 80K..96K past its end), and the 20000-byte
-//     EAInodeXattrName on "xattrs/eainode" (only with ea_inode);
-//  3. e2fsck -fyD if s.Htree, which turns multi-block directories into
-//     hash trees.
+//     16K..48K inside the file and 80K..96K past its end; not with quotas,
+//     which debugfs would not update), and the 20000-byte
+//     EAInodeXattrName on "xattrs/eainode" (only with ea_inode), and
+//     mode 0000 of "modes/m0000" when not root (mke2fs could not read the
+//     file, so the source has 0600);
+//  3. e2fsck -fn, which must find nothing to fix;
+//  4. e2fsck -fyD if s.Htree, which turns multi-block directories into hash
+//     trees.
 //
 // For TreeLargeDir, between steps 1 and 2 the image is mounted read-write
 // (root only) and the kernel creates the 100,000 entries of "big".
@@ -348,7 +386,10 @@ func sourceLocked(t testing.TB, s Spec) *genTree {
 func Build(t testing.TB, s Spec) string {
 	t.Helper()
 	requireTools(t, "mke2fs", "debugfs", "e2fsck")
-	if s.Tree == TreeLargeDir {
+	if len(s.Tune2fsArgs) > 0 {
+		requireTools(t, "tune2fs")
+	}
+	if s.Tree == TreeLargeDir || s.Tree == TreeLargeDirLong {
 		// Checked before locking so that a skip is not taken for a
 		// failed build.
 		RequireKernelMount(t)
@@ -363,6 +404,13 @@ func Build(t testing.TB, s Spec) string {
 		t.Fatalf("testimg: build of %s failed earlier: %s", s.Name, msg)
 	}
 	failures[key] = "build did not finish"
+	defer func() {
+		// A skip (say, no loop device for TestLargeDir's kernel fill)
+		// is not a failure: let the next caller try, and skip, again.
+		if t.Skipped() {
+			delete(failures, key)
+		}
+	}()
 	img := build(t, s)
 	delete(failures, key)
 	images[key] = img
@@ -407,10 +455,16 @@ func build(t testing.TB, s Spec) string {
 		t.Fatalf("testimg: mke2fs %s: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
 	}
 
+	if len(s.Tune2fsArgs) > 0 {
+		targs := append(append([]string{}, s.Tune2fsArgs...), img)
+		if out, errOut, err := runTool("tune2fs", targs...); err != nil {
+			t.Fatalf("testimg: tune2fs %s: %v\n%s%s", strings.Join(targs, " "), err, out, errOut)
+		}
+	}
 	if tr.fillDir != "" {
 		var fillErr error
 		withMount(t, img, true, func(mnt string) {
-			fillErr = fillLargeDir(filepath.Join(mnt, filepath.FromSlash(tr.fillDir)))
+			fillErr = fillLargeDir(filepath.Join(mnt, filepath.FromSlash(tr.fillDir)), tr.fillName)
 		})
 		if fillErr != nil {
 			t.Fatalf("testimg: filling %s in %s: %v", tr.fillDir, s.Name, fillErr)
@@ -420,7 +474,7 @@ func build(t testing.TB, s Spec) string {
 	if err != nil {
 		t.Fatalf("testimg: %s: %v", img, err)
 	}
-	if cmds := fixupCommands(t, tr, sb); len(cmds) > 0 {
+	if cmds := fixupCommands(tr, sb); len(cmds) > 0 {
 		cmdFile := img + ".debugfs"
 		if err := os.WriteFile(cmdFile, []byte(strings.Join(cmds, "\n")+"\n"), 0o644); err != nil {
 			t.Fatalf("testimg: %v", err)
@@ -439,6 +493,24 @@ func build(t testing.TB, s Spec) string {
 		if err != nil || debugfsErrors(errOut) != "" {
 			t.Fatalf("testimg: debugfs ea_set on %s: %v\n%s%s", s.Name, err, errOut, out)
 		}
+		// The kernel charges an EA inode's blocks to the owning inode's
+		// i_blocks (and e2fsck insists on it); debugfs does not.
+		st := DebugfsStat(t, img, tr.eaInodePath)
+		blocks, err := strconv.ParseUint(st["Blockcount"], 10, 64)
+		if err != nil {
+			t.Fatalf("testimg: Blockcount of %s: %v", tr.eaInodePath, err)
+		}
+		bs := uint64(sb.blockSize)
+		blocks += (EAInodeXattrSize + bs - 1) / bs * (bs / 512)
+		cmd = fmt.Sprintf("sif %s blocks %d", debugfsPath(tr.eaInodePath), blocks)
+		if out, errOut, err := runTool("debugfs", "-w", "-R", cmd, img); err != nil || debugfsErrors(errOut) != "" {
+			t.Fatalf("testimg: debugfs %s on %s: %v\n%s%s", cmd, s.Name, err, errOut, out)
+		}
+	}
+	// Check read-only before -D, so that -y cannot quietly repair a
+	// mistake of the steps above and hide it.
+	if out, errOut, err := runTool("e2fsck", "-fn", img); err != nil {
+		t.Fatalf("testimg: e2fsck -fn on %s: %v\n%s%s", s.Name, err, out, errOut)
 	}
 	if s.Htree {
 		out, errOut, err := runTool("e2fsck", "-fyD", img)
@@ -454,15 +526,16 @@ func build(t testing.TB, s Spec) string {
 // superblock holds the few superblock fields Build and the kernel oracle
 // need, read directly so that no tool output has to be parsed.
 type superblock struct {
-	inodeSize            int
-	compat, incompat, ro uint32
-	blockSize            int
+	inodeSize                  int
+	compat, incompat, roCompat uint32
+	blockSize                  int
 }
 
 const (
 	compatHasJournal = 0x4
 	incompatExtents  = 0x40
 	incompatEAInode  = 0x400
+	roCompatQuota    = 0x100
 )
 
 func readSuperblock(img string) (superblock, error) {
@@ -483,7 +556,7 @@ func readSuperblock(img string) (superblock, error) {
 		inodeSize: 128,
 		compat:    le.Uint32(b[0x5c:]),
 		incompat:  le.Uint32(b[0x60:]),
-		ro:        le.Uint32(b[0x64:]),
+		roCompat:  le.Uint32(b[0x64:]),
 		blockSize: 1024 << le.Uint32(b[0x18:]),
 	}
 	if le.Uint32(b[0x4c:]) >= 1 { // dynamic revision has s_inode_size
@@ -500,8 +573,7 @@ func encodeTime(t Time) (lo, extra uint32) {
 	return lo, uint32(t.Nsec)<<2 | epoch
 }
 
-func fixupCommands(t testing.TB, tr *genTree, sb superblock) []string {
-	t.Helper()
+func fixupCommands(tr *genTree, sb superblock) []string {
 	var cmds []string
 	for _, f := range tr.timeFixes {
 		p := debugfsPath(f.path)
@@ -526,7 +598,12 @@ func fixupCommands(t testing.TB, tr *genTree, sb superblock) []string {
 				fmt.Sprintf("sif %s %s_extra 0x%08x", p, x.field, extra))
 		}
 	}
-	if tr.prealloc != "" && sb.incompat&incompatExtents != 0 {
+	for _, f := range tr.modeFixes {
+		cmds = append(cmds, fmt.Sprintf("sif %s mode 0%o", debugfsPath(f.path), f.mode))
+	}
+	// Not with quotas: debugfs allocates without charging them, which
+	// e2fsck then reports.
+	if tr.prealloc != "" && sb.incompat&incompatExtents != 0 && sb.roCompat&roCompatQuota == 0 {
 		bs := sb.blockSize
 		p := debugfsPath(tr.prealloc)
 		cmds = append(cmds,

@@ -306,3 +306,100 @@ func DebugfsHash(t testing.TB, hashAlg string, seed string, name string) (hash, 
 	t.Fatalf("testimg: debugfs -R %q: no hash in output %q", cmd, out)
 	return 0, 0
 }
+
+// DebugfsBatch runs every command of cmds in one debugfs process (debugfs
+// -f) on img and returns the standard output of each, in order. One process
+// for hundreds of commands keeps an oracle walk of a whole image fast.
+// Commands that fail leave their output empty; their messages go to
+// standard error, which is returned whole as the second result.
+func DebugfsBatch(t testing.TB, img string, cmds []string) ([]string, string) {
+	t.Helper()
+	requireTools(t, "debugfs")
+	f, err := os.CreateTemp("", "testimg-debugfs-*.cmd")
+	if err != nil {
+		t.Fatalf("testimg: %v", err)
+	}
+	defer os.Remove(f.Name())
+	for _, c := range cmds {
+		if strings.ContainsAny(c, "\r\n") {
+			t.Fatalf("testimg: debugfs command %q spans lines", c)
+		}
+		fmt.Fprintln(f, c)
+	}
+	f.Close()
+	out, errOut, err := runTool("debugfs", "-f", f.Name(), img)
+	if err != nil {
+		t.Fatalf("testimg: debugfs -f on %s: %v\n%s", img, err, errOut)
+	}
+	// debugfs echoes each command as "debugfs: CMD" before its output.
+	outs := make([]string, len(cmds))
+	i := -1
+	for _, line := range strings.SplitAfter(out, "\n") {
+		if strings.HasPrefix(line, "debugfs: ") && i+1 < len(cmds) && strings.TrimRight(line[len("debugfs: "):], "\n") == cmds[i+1] {
+			i++
+			continue
+		}
+		if i >= 0 {
+			outs[i] += line
+		}
+	}
+	if i != len(cmds)-1 {
+		t.Fatalf("testimg: debugfs -f on %s: saw %d of %d commands echoed", img, i+1, len(cmds))
+	}
+	return outs, errOut
+}
+
+// DebugfsStats is DebugfsStat for many paths in one debugfs run.
+func DebugfsStats(t testing.TB, img string, paths []string) []map[string]string {
+	t.Helper()
+	cmds := make([]string, len(paths))
+	for i, p := range paths {
+		cmds[i] = "stat " + debugfsPath(p)
+	}
+	outs, _ := DebugfsBatch(t, img, cmds)
+	stats := make([]map[string]string, len(paths))
+	for i, o := range outs {
+		stats[i] = parseStat(t, o)
+	}
+	return stats
+}
+
+// DebugfsDumps is DebugfsDump for many paths in one debugfs run.
+func DebugfsDumps(t testing.TB, img string, paths []string) [][]byte {
+	t.Helper()
+	dir := t.TempDir()
+	cmds := make([]string, len(paths))
+	for i, p := range paths {
+		cmds[i] = fmt.Sprintf("dump %s %s", debugfsPath(p), quote(filepath.Join(dir, fmt.Sprint(i))))
+	}
+	DebugfsBatch(t, img, cmds)
+	data := make([][]byte, len(paths))
+	for i := range paths {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprint(i)))
+		if err != nil {
+			t.Fatalf("testimg: debugfs dump of %s: %v", paths[i], err)
+		}
+		data[i] = b
+	}
+	return data
+}
+
+// DebugfsExtentsBatch is DebugfsExtents for many paths in one debugfs run;
+// files without extents get nil.
+func DebugfsExtentsBatch(t testing.TB, img string, paths []string) [][]Extent {
+	t.Helper()
+	cmds := make([]string, len(paths))
+	for i, p := range paths {
+		cmds[i] = "ex " + debugfsPath(p)
+	}
+	outs, _ := DebugfsBatch(t, img, cmds)
+	exts := make([][]Extent, len(paths))
+	for i, o := range outs {
+		e, err := parseExtents(o)
+		if err != nil {
+			t.Fatalf("testimg: debugfs ex %s: %v\n%s", paths[i], err, o)
+		}
+		exts[i] = e
+	}
+	return exts
+}

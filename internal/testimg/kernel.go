@@ -136,7 +136,9 @@ func command(name string, args ...string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	b, err := exec.Command(p, args...).CombinedOutput()
+	cmd := exec.Command(p, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	b, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(b), fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
 	}

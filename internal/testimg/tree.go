@@ -21,10 +21,37 @@ type TreeKind int
 
 const (
 	// TreeFull exercises as much of the format as mke2fs -d (plus Build's
-	// post-processing) can produce: every file type, inline/fast/slow
-	// symlinks, sparse files, hard links, long and non-ASCII names, odd
-	// modes and owners, extreme timestamps, xattrs of every size class and
-	// POSIX ACLs. See the package's tree.go for the exact list.
+	// post-processing) can produce. Its top-level directories are:
+	//
+	//	files/    random content of sizes 0 1 59 60 61 100 4095 4096 4097
+	//	          102400 5242880 ("size-N"), and 12 blocks + 1 byte
+	//	          ("direct-plus-1")
+	//	sparse/   "pieces" (data at 0, 1 MiB, 10 MiB+123), "scattered"
+	//	          (300 MiB+17, four pieces, ends in a hole), "ends-in-hole",
+	//	          "all-hole", "prealloc" (unwritten extents, see Build)
+	//	links/    one inode named first, a/second, b/c/third
+	//	names/    255-byte ASCII, 3- and 4-byte UTF-8 names, é 日本 😀,
+	//	          names with spaces
+	//	symlinks/ "lenN" targets of N = 1 59 60 61 100 1000 4000 bytes
+	//	          (those shorter than a block; SymlinkTarget(N)), "max"
+	//	          (block size - 1), dangling, to a dir, absolute
+	//	devs/     null (c 1:3), loop0 (b 7:0), big-minor (b 259:70000),
+	//	          max (c 4095:1048575) when root; fifo; socket
+	//	dirs/     deep/level1/.../level8/bottom, many/ (500 entries, ten
+	//	          of them directories), empty/
+	//	modes/    0000 0777 0640 04755 02755 files, 02775 and 01777 dirs
+	//	owners/   uid=gid 0 1000 65534 65536 100000 4000000000 (root only)
+	//	times/    nsec, pre1970, post2038, y2400, dir, link with the
+	//	          times Build writes with debugfs
+	//	xattrs/   basic (user.small "v", user.empty "", user.v200,
+	//	          trusted.x, security.test), big (3000 bytes, or 3/4 of a
+	//	          smaller block), many (block size/64 20-byte values),
+	//	          shared-1/-2 (identical sets), dir, acl-file (FileACL),
+	//	          acl-dir (DirDefaultACL) with inherited children, eainode
+	//
+	// The root carries user.root. Parts the environment cannot make (device
+	// nodes and owners without root, xattrs on a file system without them)
+	// are left out with a t.Log note.
 	TreeFull TreeKind = iota
 	// TreeLargeDir is one directory "big" holding 100,000 empty files with
 	// names of varied length (LargeDirName), plus a few regular files at
@@ -37,6 +64,10 @@ const (
 	// TreeSmall is a handful of files (a text file, a directory with a
 	// 100 KiB file, a symlink, a sparse file) for quick smoke tests.
 	TreeSmall
+	// TreeLargeDirLong is TreeLargeDir with names of 208 to 255 bytes
+	// (LargeDirLongName): with 1 KiB blocks only three fit in a leaf, so
+	// the kernel needs a three-level htree (large_dir) to index them.
+	TreeLargeDirLong
 )
 
 // String returns the Go name of the kind, used in image and tree names.
@@ -48,6 +79,8 @@ func (k TreeKind) String() string {
 		return "TreeLargeDir"
 	case TreeSmall:
 		return "TreeSmall"
+	case TreeLargeDirLong:
+		return "TreeLargeDirLong"
 	}
 	return fmt.Sprintf("TreeKind(%d)", int(k))
 }
@@ -59,6 +92,12 @@ const LargeDirEntries = 100000
 // directory, so that tests can look entries up without walking.
 func LargeDirName(i int) string {
 	return fmt.Sprintf("f%06d-%s", i, strings.Repeat("x", i%40))
+}
+
+// LargeDirLongName returns the name of the i-th file of
+// TreeLargeDirLong's "big" directory: 208 to 255 bytes long.
+func LargeDirLongName(i int) string {
+	return fmt.Sprintf("f%06d-%s", i, strings.Repeat("y", 200+i%48))
 }
 
 // treeParams is what the generated tree depends on besides its kind: the
@@ -76,6 +115,12 @@ func (p treeParams) key() string { return fmt.Sprintf("%v-%d", p.kind, p.blockSi
 type timeFix struct {
 	path                string
 	atime, mtime, btime Time
+}
+
+// modeFix is a full st_mode that Build sets with debugfs.
+type modeFix struct {
+	path string
+	mode uint32
 }
 
 // timeSet is the intended atime/mtime of one source path. Build reapplies
@@ -103,7 +148,12 @@ type genTree struct {
 	// read-write kernel mount after mke2fs (TreeLargeDir only), so the
 	// source tree has it empty and the kernel builds its htree.
 	fillDir string
-	notes   []string
+	// fillName names the i-th file of fillDir.
+	fillName func(int) string
+	// modeFixes are modes Build sets with debugfs because mke2fs could not
+	// read the file with its real mode (mode 0000 without root).
+	modeFixes []modeFix
+	notes     []string
 }
 
 // Names of things in TreeFull that tests may want to look up directly.
@@ -269,19 +319,20 @@ func (g *gen) setxattr(rel, name string, value []byte) {
 	}
 }
 
-// POSIX ACL tags and the Linux xattr form of an ACL, which is what
-// setxattr/getxattr on system.posix_acl_* take and return (ext4 stores a
-// shorter form on disk and converts).
+// POSIX ACL entry tags, perms and the version of the Linux xattr form of an
+// ACL, which is what setxattr/getxattr on system.posix_acl_* take and return
+// (ext4 stores a shorter, version 1 form on disk and the kernel converts, so
+// a reader has to convert too to match KernelWalk).
 const (
-	aclUserObj  = 0x01
-	aclUser     = 0x02
-	aclGroupObj = 0x04
-	aclGroup    = 0x08
-	aclMask     = 0x10
-	aclOther    = 0x20
-	aclNoID     = 0xffffffff
-	// ACLXattrVersion is the version in the header of the Linux xattr form
-	// of a POSIX ACL.
+	ACLUserObj  = 0x01
+	ACLUser     = 0x02
+	ACLGroupObj = 0x04
+	ACLGroup    = 0x08
+	ACLMask     = 0x10
+	ACLOther    = 0x20
+	// ACLUndefinedID is the id of entries that name no user or group.
+	ACLUndefinedID = 0xffffffff
+	// ACLXattrVersion is the version in the header of the Linux xattr form.
 	ACLXattrVersion = 2
 )
 
@@ -312,11 +363,11 @@ func ACLXattr(entries ...ACLEntry) []byte {
 // user::rw-, user:1000:r--, group::r--, mask::r--, other::---.
 func FileACL() []byte {
 	return ACLXattr(
-		ACLEntry{aclUserObj, 6, aclNoID},
-		ACLEntry{aclUser, 4, 1000},
-		ACLEntry{aclGroupObj, 4, aclNoID},
-		ACLEntry{aclMask, 4, aclNoID},
-		ACLEntry{aclOther, 0, aclNoID},
+		ACLEntry{ACLUserObj, 6, ACLUndefinedID},
+		ACLEntry{ACLUser, 4, 1000},
+		ACLEntry{ACLGroupObj, 4, ACLUndefinedID},
+		ACLEntry{ACLMask, 4, ACLUndefinedID},
+		ACLEntry{ACLOther, 0, ACLUndefinedID},
 	)
 }
 
@@ -324,12 +375,12 @@ func FileACL() []byte {
 // user::rwx, user:1000:rwx, group::r-x, group:100:r-x, mask::rwx, other::r-x.
 func DirDefaultACL() []byte {
 	return ACLXattr(
-		ACLEntry{aclUserObj, 7, aclNoID},
-		ACLEntry{aclUser, 7, 1000},
-		ACLEntry{aclGroupObj, 5, aclNoID},
-		ACLEntry{aclGroup, 5, 100},
-		ACLEntry{aclMask, 7, aclNoID},
-		ACLEntry{aclOther, 5, aclNoID},
+		ACLEntry{ACLUserObj, 7, ACLUndefinedID},
+		ACLEntry{ACLUser, 7, 1000},
+		ACLEntry{ACLGroupObj, 5, ACLUndefinedID},
+		ACLEntry{ACLGroup, 5, 100},
+		ACLEntry{ACLMask, 7, ACLUndefinedID},
+		ACLEntry{ACLOther, 5, ACLUndefinedID},
 	)
 }
 
@@ -359,7 +410,9 @@ func generateTree(t testing.TB, dir string, p treeParams) *genTree {
 	case TreeFull:
 		g.full()
 	case TreeLargeDir:
-		g.largeDir()
+		g.largeDir(LargeDirName)
+	case TreeLargeDirLong:
+		g.largeDir(LargeDirLongName)
 	case TreeSmall:
 		g.small()
 	default:
@@ -417,24 +470,25 @@ func (g *gen) small() {
 	g.sparse("sparse", 1<<20, [2]int64{512 * 1024, 1000})
 }
 
-func (g *gen) largeDir() {
+func (g *gen) largeDir(name func(int) string) {
 	g.file("hello.txt", []byte("hello, world\n"))
 	g.randFile("data", 100*1024)
-	g.symlink("big/"+LargeDirName(0), "first")
+	g.symlink("big/"+name(0), "first")
 	// The entries themselves are created by Build through the kernel
 	// (see genTree.fillDir): mke2fs -d inserts each name with a linear
 	// scan of the directory, which takes over ten minutes for 100,000.
 	g.mkdir("big", 0o755)
 	g.tree.fillDir = "big"
+	g.tree.fillName = name
 }
 
 // fillLargeDir creates the LargeDirEntries empty files in dir, which is in
 // a read-write kernel mount of the image being built.
-func fillLargeDir(dir string) error {
+func fillLargeDir(dir string, name func(int) string) error {
 	for i := 0; i < LargeDirEntries; i++ {
 		// Raw open/close: os.Create's extra work is measurable at
 		// 100,000 files.
-		fd, err := syscall.Open(filepath.Join(dir, LargeDirName(i)), syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY|syscall.O_CLOEXEC, 0o644)
+		fd, err := syscall.Open(filepath.Join(dir, name(i)), syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY|syscall.O_CLOEXEC, 0o644)
 		if err != nil {
 			return err
 		}
@@ -577,6 +631,13 @@ func (g *gen) full() {
 			g.mkdir(rel, 0o755)
 		} else {
 			g.file(rel, []byte(m.name))
+		}
+		if m.mode&0o400 == 0 && !m.dir && !g.isRoot {
+			// mke2fs -d must read the file: without
+			// CAP_DAC_OVERRIDE that needs the owner's read bit.
+			g.chmod(rel, m.mode|0o600)
+			g.tree.modeFixes = append(g.tree.modeFixes, modeFix{rel, syscall.S_IFREG | m.mode})
+			continue
 		}
 		g.chmod(rel, m.mode)
 	}
