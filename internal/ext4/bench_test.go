@@ -53,12 +53,7 @@ func fragmentedImage(tb testing.TB, n int) string {
 func BenchmarkMapFragmented(b *testing.B) {
 	const n = 20000
 	fsys := openImage(b, fragmentedImage(b, n), nil)
-	root, _ := fsys.Inode(2)
-	ino, _, err := fsys.Lookup(root, []byte("frag"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	in, _ := fsys.Inode(ino)
+	in := mustResolve(b, fsys, "frag")
 	b.Run("sequential", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			lblk := uint64(i % (2 * n))
@@ -82,12 +77,7 @@ func BenchmarkMapFragmented(b *testing.B) {
 func TestMapFragmented(t *testing.T) {
 	const n = 3000
 	fsys := openImage(t, fragmentedImage(t, n), nil)
-	root, _ := fsys.Inode(2)
-	ino, _, err := fsys.Lookup(root, []byte("frag"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, _ := fsys.Inode(ino)
+	in := mustResolve(t, fsys, "frag")
 	buf := make([]byte, 4096)
 	for lblk := uint64(0); lblk < 2*n-1; lblk++ {
 		ext, err := fsys.MapBlock(in, lblk)
@@ -110,24 +100,12 @@ func TestMapFragmented(t *testing.T) {
 }
 
 // largeDir opens the 100,000-entry directory of the largedir image.
-func largeDir(tb testing.TB, opts *ext4.Options) (*ext4.FS, *ext4.Inode) {
+func largeDir(tb testing.TB) (*ext4.FS, *ext4.Inode) {
 	if testing.Short() {
 		tb.Skip("the 100,000-entry directory image is not built in -short mode")
 	}
-	fsys := openImage(tb, testimg.Build(tb, specNamed(tb, "ext4-largedir")), opts)
-	root, err := fsys.Inode(2)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ino, _, err := fsys.Lookup(root, []byte("big"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	dir, err := fsys.Inode(ino)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return fsys, dir
+	fsys := openImage(tb, testimg.Build(tb, specNamed(tb, "ext4-largedir")), nil)
+	return fsys, mustResolve(tb, fsys, "big")
 }
 
 // TestLookupIsIndexed checks that a lookup in the 100,000-entry directory
@@ -148,12 +126,7 @@ func TestLookupIsIndexed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, _ := fsys.Inode(2)
-	ino, _, err := fsys.Lookup(root, []byte("big"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, _ := fsys.Inode(ino)
+	dir := mustResolve(t, fsys, "big")
 	dirBlocks := dir.Size / uint64(fsys.BlockSize())
 	for _, i := range []int{0, 1, 4242, 50000, testimg.LargeDirEntries - 1} {
 		name := testimg.LargeDirName(i)
@@ -172,7 +145,7 @@ func TestLookupIsIndexed(t *testing.T) {
 // BenchmarkLookupLargeDir looks up random names in the 100,000-entry
 // directory (and one that is absent).
 func BenchmarkLookupLargeDir(b *testing.B) {
-	fsys, dir := largeDir(b, nil)
+	fsys, dir := largeDir(b)
 	r := rand.New(rand.NewSource(1))
 	names := make([][]byte, 1024)
 	for i := range names {
@@ -220,12 +193,7 @@ func TestThreeLevelHtree(t *testing.T) {
 		t.Fatalf("dx_root of /big has indirect_levels %d, want 2 (a three-level tree)", levels)
 	}
 	fsys := openImage(t, img, nil)
-	rootIno, _ := fsys.Inode(2)
-	bigIno, _, err := fsys.Lookup(rootIno, []byte("big"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	big, _ := fsys.Inode(bigIno)
+	big := mustResolve(t, fsys, "big")
 	for i := 0; i < testimg.LargeDirEntries; i += 997 {
 		if _, _, err := fsys.Lookup(big, []byte(testimg.LargeDirLongName(i))); err != nil {
 			t.Errorf("lookup %d: %v", i, err)

@@ -167,27 +167,24 @@ func (fs *FS) ReadDir(dir *Inode, pos uint64, fn func(DirEntry) bool) error {
 	bs := uint64(fs.blockSize)
 	nblocks := fs.dirBlockCount(dir)
 	for lblk := pos / bs; lblk < nblocks; {
+		// A block that cannot be mapped or read ends the listing with an
+		// error, as in the kernel; only damage inside a block is skipped.
 		b, next, err := fs.dirBlock(dir, lblk)
 		if err != nil {
-			var ce *CorruptError
-			if !errors.As(err, &ce) {
-				return err
-			}
-			fs.report(err)
-			next = lblk + 1
+			return err
 		}
+		cur := lblk
+		lblk = next
 		if b == nil {
-			lblk = next
 			continue
 		}
-		base := lblk * bs
-		start := int(0)
+		base := cur * bs
+		start := 0
 		if pos > base {
 			start = int(pos - base)
 		}
-		lblk = next
-		if fs.isDxInternal(dir, lblk-1, b) {
-			if lblk-1 != 0 {
+		if fs.isDxInternal(dir, cur, b) {
+			if cur != 0 {
 				continue
 			}
 			// Block 0 of an indexed directory is the dx_root: its
@@ -198,7 +195,7 @@ func (fs *FS) ReadDir(dir *Inode, pos uint64, fn func(DirEntry) bool) error {
 			continue
 		}
 		if !fs.dirBlockCsumOK(dir, b) {
-			fs.report(corruptf(BadChecksum, dir.Ino, 0, "directory block %d failed its checksum", lblk-1))
+			fs.report(corruptf(BadChecksum, dir.Ino, 0, "directory block %d failed its checksum", cur))
 			continue
 		}
 		if !fs.walkDirBlock(dir, b, base, start, false, fn) {

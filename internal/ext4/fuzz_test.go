@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"safefs/internal/ext4"
+	"safefs/internal/testimg"
 )
 
 // Fuzzing works on small base images built here with mke2fs, so that the
@@ -29,7 +30,8 @@ type fuzzBase struct {
 var (
 	fuzzOnce  sync.Once
 	fuzzBases []fuzzBase
-	fuzzErr   string
+	fuzzSkip  string // why fuzzing cannot run here (a missing tool)
+	fuzzErr   string // why building the bases failed
 )
 
 // fixedTime keeps base images byte-identical from run to run, so that a
@@ -79,14 +81,14 @@ func buildFuzzTree(dir string) error {
 		if err != nil {
 			return err
 		}
-		return os.Chtimes(p, fixedTime, fixedTime)
+		return lutimes(p, fixedTime)
 	})
 }
 
-func fuzzImages(f *testing.F) []fuzzBase {
+func fuzzImages(tb testing.TB) []fuzzBase {
 	fuzzOnce.Do(func() {
 		if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-			fuzzErr = "mkfs.ext4 not installed"
+			fuzzSkip = "mkfs.ext4 not installed"
 			return
 		}
 		dir, err := os.MkdirTemp("", "safefs-fuzz")
@@ -100,13 +102,18 @@ func fuzzImages(f *testing.F) []fuzzBase {
 			fuzzErr = err.Error()
 			return
 		}
+		conf := filepath.Join(dir, "mke2fs.conf")
+		if err := os.WriteFile(conf, []byte(testimg.MkfsConfig), 0o644); err != nil {
+			fuzzErr = err.Error()
+			return
+		}
 		for i, feat := range []string{"^metadata_csum,^has_journal", "^has_journal", "inline_data,^metadata_csum,^has_journal"} {
 			img := filepath.Join(dir, "base.img")
 			os.Remove(img)
-			mk := exec.Command("mkfs.ext4", "-q", "-F", "-b", "1024", "-I", "256", "-N", "64", "-O", feat,
+			mk := exec.Command("mkfs.ext4", "-q", "-F", "-b", "1024", "-I", "256", "-N", "128", "-O", feat,
 				"-U", "5afef5a0-7e57-4d1a-9e00-00000000f022", "-E", "hash_seed=5afef5a0-7e57-4d1a-9e00-00000000f0a5",
 				"-d", src, img, "1M")
-			mk.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME=1700000000", "MKE2FS_CONFIG=/dev/null")
+			mk.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME=1700000000", "MKE2FS_CONFIG="+conf)
 			if out, err := mk.CombinedOutput(); err != nil {
 				fuzzErr = "mkfs: " + string(out)
 				return
@@ -127,8 +134,11 @@ func fuzzImages(f *testing.F) []fuzzBase {
 			fuzzBases = append(fuzzBases, fuzzBase{img: data, fs: fsys})
 		}
 	})
+	if fuzzSkip != "" {
+		tb.Skip("cannot build fuzz base images: " + fuzzSkip)
+	}
 	if fuzzErr != "" {
-		f.Skip("cannot build fuzz base images: " + fuzzErr)
+		tb.Fatal("building fuzz base images: " + fuzzErr)
 	}
 	return fuzzBases
 }
@@ -152,15 +162,7 @@ func walkBytes(img []byte) {
 type region func(b fuzzBase, sel byte) (off, n int, ok bool)
 
 func lookupIno(b fuzzBase, name string) (*ext4.Inode, bool) {
-	root, err := b.fs.Inode(2)
-	if err != nil {
-		return nil, false
-	}
-	ino, _, err := b.fs.Lookup(root, []byte(name))
-	if err != nil {
-		return nil, false
-	}
-	in, err := b.fs.Inode(ino)
+	in, err := resolve(b.fs, name)
 	return in, err == nil
 }
 
@@ -250,20 +252,7 @@ func FuzzInode(f *testing.F) {
 }
 
 // FuzzExtentTree replaces the leaf block of a two-level extent tree.
-func FuzzExtentTree(f *testing.F) {
-	fuzzRegion(f, 1, func(b fuzzBase, _ byte) (int, int, bool) {
-		in, ok := lookupIno(b, "frag")
-		if !ok || in.Flags&ext4.FlagExtents == 0 {
-			return 0, 0, false
-		}
-		le := binary.LittleEndian
-		if le.Uint16(in.Block[6:]) == 0 { // depth 0: no extent block
-			return 0, 0, false
-		}
-		leaf := uint64(le.Uint32(in.Block[16:])) | uint64(le.Uint16(in.Block[20:]))<<32
-		return blockRegion(b, leaf)
-	})
-}
+func FuzzExtentTree(f *testing.F) { fuzzRegion(f, 1, extentLeafRegion) }
 
 // FuzzDirBlock replaces a leaf block of an indexed directory (block 1).
 func FuzzDirBlock(f *testing.F) { fuzzRegion(f, 1, dirBlockRegion("dir", 1)) }
@@ -272,14 +261,14 @@ func FuzzDirBlock(f *testing.F) { fuzzRegion(f, 1, dirBlockRegion("dir", 1)) }
 func FuzzHtree(f *testing.F) { fuzzRegion(f, 1, dirBlockRegion("dir", 0)) }
 
 // FuzzXattrBlock replaces an external xattr block.
-func FuzzXattrBlock(f *testing.F) {
-	fuzzRegion(f, 1, func(b fuzzBase, _ byte) (int, int, bool) {
-		in, ok := lookupIno(b, "x")
-		if !ok || in.FileACL == 0 {
-			return 0, 0, false
-		}
-		return blockRegion(b, in.FileACL)
-	})
+func FuzzXattrBlock(f *testing.F) { fuzzRegion(f, 1, xattrBlockRegion) }
+
+func xattrBlockRegion(b fuzzBase, _ byte) (int, int, bool) {
+	in, ok := lookupIno(b, "x")
+	if !ok || in.FileACL == 0 {
+		return 0, 0, false
+	}
+	return blockRegion(b, in.FileACL)
 }
 
 // FuzzImage walks whole images: the generated bases and, when the
@@ -292,4 +281,48 @@ func FuzzImage(f *testing.F) {
 		f.Add(c.data)
 	}
 	f.Fuzz(func(t *testing.T, img []byte) { walkBytes(img) })
+}
+
+// fuzzRegions lists every region-replacing target's locator, so that a
+// test can check each finds its structure in some base image (otherwise
+// the target would fuzz nothing).
+var fuzzRegions = map[string]region{
+	"htree root":   dirBlockRegion("dir", 0),
+	"dir leaf":     dirBlockRegion("dir", 1),
+	"xattr block":  xattrBlockRegion,
+	"extent block": extentLeafRegion,
+}
+
+func extentLeafRegion(b fuzzBase, _ byte) (int, int, bool) {
+	in, ok := lookupIno(b, "frag")
+	if !ok || in.Flags&ext4.FlagExtents == 0 {
+		return 0, 0, false
+	}
+	le := binary.LittleEndian
+	if le.Uint16(in.Block[6:]) == 0 { // depth 0: no extent block
+		return 0, 0, false
+	}
+	leaf := uint64(le.Uint32(in.Block[16:])) | uint64(le.Uint16(in.Block[20:]))<<32
+	return blockRegion(b, leaf)
+}
+
+// TestFuzzBasesHaveRegions checks that the region fuzzers have something
+// to replace.
+func TestFuzzBasesHaveRegions(t *testing.T) {
+	bases := fuzzImages(t)
+	for name, where := range fuzzRegions {
+		found := false
+		for _, b := range bases {
+			if _, _, ok := where(b, 0); ok {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no fuzz base image has a %s", name)
+		}
+	}
+	root := mustResolve(t, bases[0].fs, "dir")
+	if root.Flags&ext4.FlagIndex == 0 {
+		t.Errorf("the fuzz bases' directory has no htree index")
+	}
 }

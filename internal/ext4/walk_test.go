@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"strings"
 	"testing"
 
 	"safefs/internal/ext4"
@@ -219,4 +220,29 @@ func walkFS(fsys *ext4.FS, lim walkLimits) walkResult {
 	}
 	walk(2, ".")
 	return res
+}
+
+// resolve looks up a "/"-separated path from the root.
+func resolve(fsys *ext4.FS, p string) (*ext4.Inode, error) {
+	in, err := fsys.Inode(2)
+	for _, part := range strings.Split(p, "/") {
+		if err != nil || part == "" {
+			continue
+		}
+		var ino uint32
+		if ino, _, err = fsys.Lookup(in, []byte(part)); err == nil {
+			in, err = fsys.Inode(ino)
+		}
+	}
+	return in, err
+}
+
+// mustResolve is resolve for test set-up: a failure ends the test.
+func mustResolve(tb testing.TB, fsys *ext4.FS, p string) *ext4.Inode {
+	tb.Helper()
+	in, err := resolve(fsys, p)
+	if err != nil {
+		tb.Fatalf("%s: %v", p, err)
+	}
+	return in
 }
