@@ -125,7 +125,7 @@ func entryOf(fsys *ext4.FS, p string, in *ext4.Inode, lim walkLimits) (testimg.E
 		e.Target = string(tg)
 	case ext4.ModeRegular:
 		h := sha256.New()
-		buf := make([]byte, 1<<20)
+		buf := make([]byte, min(1<<20, max(in.Size, 1)))
 		for off := int64(0); off < int64(in.Size) && off < lim.maxRead; {
 			n, err := fsys.ReadAt(in, buf, off)
 			h.Write(buf[:n])

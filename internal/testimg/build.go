@@ -50,6 +50,9 @@ type Spec struct {
 	// hash-tree (dir_index) directories; specs without it keep multi-block
 	// linear directories, which readers must handle too.
 	Htree bool
+	// NoKernel marks a format the kernel here cannot mount (64 KiB blocks
+	// on a 4 KiB-page machine): only debugfs can be the oracle.
+	NoKernel bool
 }
 
 // UUID is the file system UUID of every built image (mke2fs -U), fixed so
@@ -151,6 +154,18 @@ func Matrix() []Spec {
 			Htree:       true,
 		},
 		full("ext4-orphan-file", 64, true, "-t", "ext4", "-O", "orphan_file"),
+		full("ext4-mmp", 64, true, "-t", "ext4", "-O", "mmp"),
+		full("ext4-no-flex-bg", 64, true, "-t", "ext4", "-O", "^flex_bg", "-g", "4096"),
+		full("ext2-no-filetype", 64, false, "-t", "ext2", "-O", "^filetype"),
+		{
+			Name:      "ext4-64k",
+			MkfsArgs:  []string{"-t", "ext4", "-b", "65536"},
+			SizeMB:    256,
+			Tree:      TreeFull,
+			NeedsRoot: true,
+			Htree:     true,
+			NoKernel:  true,
+		},
 		{
 			// The kernel creates the big directory and its htree; e2fsck
 			// -D would only rewrite it in sorted, packed form.
