@@ -14,7 +14,8 @@ FUZZ_TARGETS := \
 	./internal/ext4:FuzzHtree \
 	./internal/ext4:FuzzXattrBlock \
 	./internal/ext4:FuzzImage \
-	./internal/ext4:FuzzDirHash
+	./internal/ext4:FuzzDirHash \
+	./internal/fdpass:FuzzDecode
 
 # Debian packages the build and the tests need.
 DEB_PACKAGES := e2fsprogs acl attr libseccomp-dev pkg-config gcc util-linux fuse3
