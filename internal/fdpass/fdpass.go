@@ -141,10 +141,13 @@ type Error struct {
 // MountParams is the daemon's acceptance: how the helper should create the
 // FUSE mount.
 type MountParams struct {
-	Subtype  string   `json:"subtype"`  // shown as fuse.SUBTYPE / fuseblk.SUBTYPE
-	ReadOnly bool     `json:"readonly"` // mount read-only
-	MaxRead  uint32   `json:"max_read"`
-	Warnings []string `json:"warnings,omitempty"` // for the helper to print
+	Subtype  string `json:"subtype"`  // shown as fuse.SUBTYPE / fuseblk.SUBTYPE
+	ReadOnly bool   `json:"readonly"` // mount read-only
+	MaxRead  uint32 `json:"max_read"`
+	// BlockSize is the filesystem's block size, for a fuseblk mount's
+	// blksize (0: leave the kernel's default).
+	BlockSize uint32   `json:"block_size"`
+	Warnings  []string `json:"warnings,omitempty"` // for the helper to print
 }
 
 // FuseDevice hands the daemon the /dev/fuse descriptor (carried).
@@ -238,6 +241,9 @@ func (m *MountParams) validate() error {
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
 			return fmt.Errorf("subtype %q has characters other than a-z and 0-9", m.Subtype)
 		}
+	}
+	if b := m.BlockSize; b != 0 && (b < 512 || b > 65536 || b&(b-1) != 0) {
+		return fmt.Errorf("block size %d is not a power of two between 512 and 65536", b)
 	}
 	if len(m.Warnings) > MaxOptions {
 		return fmt.Errorf("%d warnings, more than %d", len(m.Warnings), MaxOptions)
