@@ -62,11 +62,15 @@ func Open(dev io.ReaderAt, opts *Options) (*FS, error) {
 	if fs.opts.InodeCacheEntries <= 0 {
 		fs.opts.InodeCacheEntries = 65536
 	}
+	tooSmall := formatf("the device is too small to hold an ext2/ext3/ext4 superblock")
+	if fs.opts.DeviceSize > 0 && fs.opts.DeviceSize < SuperblockOffset+SuperblockSize {
+		return nil, tooSmall
+	}
 	buf := make([]byte, SuperblockSize)
 	if err := fs.readAt(buf, SuperblockOffset); err != nil {
 		var ioe *IOError
-		if errors.As(err, &ioe) && errors.Is(ioe.Err, io.EOF) {
-			return nil, formatf("the device is too small to hold an ext2/ext3/ext4 superblock")
+		if errors.As(err, &ioe) && (errors.Is(ioe.Err, io.EOF) || errors.Is(ioe.Err, io.ErrUnexpectedEOF)) {
+			return nil, tooSmall
 		}
 		return nil, err
 	}

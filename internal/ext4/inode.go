@@ -199,6 +199,13 @@ func (fs *FS) readInode(ino uint32) (*Inode, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Like the kernel's iget, check the extent tree's root header now, so
+	// that a damaged file fails its stat, not only its reads.
+	if in.Flags&FlagExtents != 0 && (in.IsRegular() || in.IsDir() || in.IsSymlink() && !fs.isFastSymlink(in)) {
+		if _, err := checkExtentHeader(in, in.Block[:], -1, 0); err != nil {
+			return nil, err
+		}
+	}
 	fs.inodes.put(ino, uint64(ino), in, 1)
 	return in, nil
 }

@@ -201,3 +201,15 @@ func TestConcurrentReaders(t *testing.T) {
 		testimg.Compare(t, want.entries, r.entries, testimg.CompareOpts{})
 	}
 }
+
+// TestTinyDevice checks that a device too small for a superblock is a
+// FormatError whether or not its size is known.
+func TestTinyDevice(t *testing.T) {
+	for _, size := range []int64{0, 1000} {
+		_, err := ext4.Open(bytes.NewReader(make([]byte, 1000)), &ext4.Options{DeviceSize: size})
+		var fe *ext4.FormatError
+		if !errors.As(err, &fe) {
+			t.Errorf("DeviceSize %d: got %v, want a FormatError", size, err)
+		}
+	}
+}

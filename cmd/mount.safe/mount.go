@@ -1,0 +1,392 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"safefs/internal/fdpass"
+)
+
+// socketPath is where the socket-activated service listens.
+const socketPath = "/run/safefsd.sock"
+
+// daemonPaths are where mount.safe looks for safefsd when no service is
+// listening, after the directory of its own executable.
+var daemonPaths = []string{"/usr/libexec/safefs/safefsd", "/usr/lib/safefs/safefsd"}
+
+// mountError is a failure with the exit status it maps to.
+type mountError struct {
+	status int
+	msg    string
+}
+
+func (e *mountError) Error() string { return e.msg }
+
+func failf(status int, format string, args ...any) error {
+	return &mountError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// mount runs the whole exchange with the daemon and creates the mount.
+// Until the final move_mount nothing is attached: returning an error
+// closes the filesystem context, which ends the FUSE connection and so the
+// daemon's work.
+func mount(inv *invocation, logf, warn func(string, ...any)) error {
+	if st, err := os.Stat(inv.target); err != nil {
+		return failf(exitFailure, "%s: mount point: %v", inv.target, errors.Unwrap(err))
+	} else if !st.IsDir() {
+		return failf(exitFailure, "%s: mount point is not a directory", inv.target)
+	}
+	if inv.opts.readWrite {
+		warn("%s: write support is not available yet; mounting read-only", inv.source)
+	}
+	for _, o := range inv.opts.ignored {
+		logf("option %s has no effect here", o)
+	}
+	conn, daemon, err := connectDaemon(logf)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ok := false
+	defer func() {
+		if daemon != nil {
+			daemon.finish(ok)
+		}
+	}()
+	src := inv.source
+	if err := conn.Send(&fdpass.Hello{Version: fdpass.Version, FSType: inv.fstype, Source: src, Target: inv.target, Options: inv.opts.daemon}); err != nil {
+		return daemonFailed(src, err)
+	}
+	var srcFile *os.File
+	var block bool
+	defer func() {
+		if srcFile != nil {
+			srcFile.Close()
+		}
+	}()
+	var params *fdpass.MountParams
+	for params == nil {
+		m, files, err := conn.Recv()
+		if err != nil {
+			return daemonFailed(src, err)
+		}
+		switch m := m.(type) {
+		case *fdpass.FileRequest:
+			f, isBlock, err := openSource(src, m.Write)
+			if err != nil {
+				conn.Send(&fdpass.FileReply{ID: m.ID, Error: err.Error()})
+				return failf(exitFailure, "%s: %v", src, err)
+			}
+			logf("%s: opened for the daemon (block device: %v)", src, isBlock)
+			if err := conn.Send(&fdpass.FileReply{ID: m.ID, Block: isBlock}, f); err != nil {
+				f.Close()
+				return daemonFailed(src, err)
+			}
+			if srcFile != nil {
+				srcFile.Close()
+			}
+			srcFile, block = f, isBlock
+		case *fdpass.Error:
+			return failf(exitFailure, "%s", m.Message)
+		case *fdpass.MountParams:
+			params = m
+		default:
+			for _, f := range files {
+				f.Close()
+			}
+			return daemonFailed(src, fmt.Errorf("unexpected %s", m.Type()))
+		}
+	}
+	if srcFile == nil {
+		return daemonFailed(src, errors.New("it accepted the filesystem without reading it"))
+	}
+	for _, w := range params.Warnings {
+		warn("%s: %s", src, w)
+	}
+	if inv.fake {
+		logf("-f given: not mounting")
+		conn.Send(&fdpass.Goodbye{Reason: "fake mount"})
+		ok = true
+		return nil
+	}
+
+	fuse, err := os.OpenFile("/dev/fuse", os.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return failf(exitSystem, "%s: opening /dev/fuse: %v (is the fuse module loaded?)", src, errors.Unwrap(err))
+	}
+	defer fuse.Close()
+	fsfd, err := createSuperblock(src, int(fuse.Fd()), block, params)
+	if err != nil {
+		conn.Send(&fdpass.Error{Message: err.Error()})
+		return err
+	}
+	defer unix.Close(fsfd)
+	if err := conn.Send(&fdpass.FuseDevice{}, fuse); err != nil {
+		return daemonFailed(src, err)
+	}
+	if _, _, err := conn.Expect(fdpass.TReady); err != nil {
+		var pe *fdpass.PeerError
+		if errors.As(err, &pe) {
+			return failf(exitFailure, "%s", pe.Message)
+		}
+		return daemonFailed(src, err)
+	}
+	logf("%s: the daemon answered INIT; attaching at %s", src, inv.target)
+	if err := attach(fsfd, inv.target, inv.opts.attrs); err != nil {
+		return failf(exitFailure, "%s: %v", src, err)
+	}
+	raiseReadAhead(inv.target, params.MaxRead, logf)
+	conn.Send(&fdpass.Goodbye{Reason: "mounted"})
+	ok = true
+	return nil
+}
+
+func daemonFailed(src string, err error) error {
+	return failf(exitFailure, "%s: the safefsd daemon failed: %v", src, err)
+}
+
+// openSource opens the mount source for the daemon: only a block device or
+// a regular file, never following the daemon's choice of path (it names a
+// role; the path is the one the user gave). An image file is locked so
+// that two safefs mounts of it cannot coexist.
+func openSource(path string, write bool) (*os.File, bool, error) {
+	if write {
+		return nil, false, errors.New("the daemon asked for write access, which a read-only mount never needs")
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOCTTY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, false, errors.Unwrap(err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	switch {
+	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
+		// A block device already mounted (or claimed) would make the
+		// kernel reuse that mount's superblock for fuseblk instead of
+		// creating ours: refuse it up front. The exclusive open is only a
+		// probe; the fuseblk mount makes the lasting claim.
+		probe, err := unix.Open(path, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		if err != nil {
+			f.Close()
+			if errors.Is(err, unix.EBUSY) {
+				return nil, false, errors.New("the device is in use (already mounted, or claimed by another program)")
+			}
+			return nil, false, err
+		}
+		unix.Close(probe)
+		return f, true, nil
+	case st.Mode().IsRegular():
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			return nil, false, fmt.Errorf("the image is in use by another mount (%v)", err)
+		}
+		return f, false, nil
+	}
+	f.Close()
+	return nil, false, fmt.Errorf("not a block device or a regular file (%s)", st.Mode().Type())
+}
+
+// createSuperblock creates the FUSE superblock with the new mount API,
+// detached. The kernel sends INIT on the fuse descriptor now; the mount is
+// attached only after the daemon has answered it.
+func createSuperblock(src string, fuseFD int, block bool, p *fdpass.MountParams) (int, error) {
+	fstype := "fuse"
+	if block {
+		// fuseblk makes the kernel claim the device exclusively, so no
+		// other mount of it can exist at the same time.
+		fstype = "fuseblk"
+	}
+	fsfd, err := unix.Fsopen(fstype, unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, failf(exitSystem, "%s: fsopen %s: %v", src, fstype, err)
+	}
+	params := [][2]string{
+		{"fd", strconv.Itoa(fuseFD)},
+		{"rootmode", "40000"},
+		{"user_id", "0"},
+		{"group_id", "0"},
+		{"source", src},
+		{"subtype", p.Subtype},
+	}
+	if p.MaxRead > 0 {
+		params = append(params, [2]string{"max_read", strconv.FormatUint(uint64(p.MaxRead), 10)})
+	}
+	if block && p.BlockSize > 0 {
+		params = append(params, [2]string{"blksize", strconv.FormatUint(uint64(p.BlockSize), 10)})
+	}
+	for _, kv := range params {
+		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
+			unix.Close(fsfd)
+			return -1, failf(exitFailure, "%s: setting %s=%s on the %s mount: %v%s", src, kv[0], kv[1], fstype, err, fsLog(fsfd))
+		}
+	}
+	// allow_other: the mount is for every user, as a kernel mount is.
+	// default_permissions: the kernel checks modes and, with the ACLs
+	// the daemon serves, POSIX ACLs itself.
+	flags := []string{"allow_other", "default_permissions"}
+	if p.ReadOnly {
+		flags = append(flags, "ro")
+	}
+	for _, fl := range flags {
+		if err := unix.FsconfigSetFlag(fsfd, fl); err != nil {
+			unix.Close(fsfd)
+			return -1, failf(exitFailure, "%s: setting %s on the %s mount: %v%s", src, fl, fstype, err, fsLog(fsfd))
+		}
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		msg := fmt.Sprintf("%v%s", err, fsLog(fsfd))
+		unix.Close(fsfd)
+		if errors.Is(err, unix.EBUSY) {
+			return -1, failf(exitFailure, "%s: the device is already in use (mounted elsewhere?)", src)
+		}
+		return -1, failf(exitFailure, "%s: creating the %s mount: %s", src, fstype, msg)
+	}
+	return fsfd, nil
+}
+
+// fsLog returns the messages the kernel left in a filesystem context.
+func fsLog(fsfd int) string {
+	var out []string
+	buf := make([]byte, 1024)
+	for range 16 {
+		n, err := unix.Read(fsfd, buf)
+		if err != nil || n <= 0 {
+			break
+		}
+		out = append(out, strings.TrimSpace(string(buf[:n])))
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(out, "; ") + ")"
+}
+
+// attach mounts the created superblock at target.
+func attach(fsfd int, target string, attrs uint64) error {
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, int(attrs))
+	if err != nil {
+		return fmt.Errorf("fsmount: %v%s", err, fsLog(fsfd))
+	}
+	defer unix.Close(mfd)
+	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attaching at %s: %v", target, err)
+	}
+	return nil
+}
+
+// raiseReadAhead lets buffered reads use requests as large as the daemon
+// serves: the kernel's default read-ahead (128 KiB) would cap them.
+func raiseReadAhead(target string, maxRead uint32, logf func(string, ...any)) {
+	if maxRead == 0 {
+		return
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(target, &st); err != nil {
+		return
+	}
+	bdi := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err := os.WriteFile(bdi, []byte(strconv.Itoa(int(maxRead>>10))), 0); err != nil {
+		logf("raising read-ahead (%s): %v", bdi, err)
+	}
+}
+
+// spawned is a daemon mount.safe started itself.
+type spawned struct {
+	cmd *exec.Cmd
+}
+
+// finish lets a successfully mounted daemon run on alone, or reaps one
+// whose mount failed.
+func (d *spawned) finish(mounted bool) {
+	if mounted {
+		d.cmd.Process.Release()
+		return
+	}
+	done := make(chan struct{})
+	go func() { d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		d.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// connectDaemon reaches the service socket, or starts a daemon as a child
+// over a socketpair when no service is listening.
+func connectDaemon(logf func(string, ...any)) (*fdpass.Conn, *spawned, error) {
+	if _, err := os.Stat(socketPath); err == nil {
+		c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: socketPath, Net: "unixpacket"})
+		if err == nil {
+			logf("connected to %s", socketPath)
+			return fdpass.NewConn(c), nil, nil
+		}
+		logf("%s: %v; starting a daemon instead", socketPath, err)
+	}
+	path, err := findDaemon()
+	if err != nil {
+		return nil, nil, err
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, failf(exitSystem, "socketpair: %v", err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "safefsd-control"), os.NewFile(uintptr(fds[1]), "safefsd-control")
+	cmd := exec.Command(path, "--fdpass-fd", "3")
+	cmd.ExtraFiles = []*os.File{theirs}
+	// The daemon outlives this command, so it must not hold its output
+	// open: a caller reading mount.safe's output to the end would wait
+	// for the unmount. Refusals reach the user through the protocol; what
+	// the daemon logs later (damaged objects) goes to the kernel log, where
+	// a kernel mount's filesystem errors would have gone.
+	if kmsg, err := os.OpenFile("/dev/kmsg", os.O_WRONLY|syscall.O_CLOEXEC, 0); err == nil {
+		defer kmsg.Close()
+		cmd.Stderr = kmsg
+	}
+	// Its own session: the daemon outlives this command and must not get
+	// the terminal's signals.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		ours.Close()
+		return nil, nil, failf(exitSystem, "starting %s: %v", path, err)
+	}
+	logf("started %s (pid %d)", path, cmd.Process.Pid)
+	conn, err := fdpass.FileConn(ours)
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, nil, failf(exitSystem, "%v", err)
+	}
+	return conn, &spawned{cmd: cmd}, nil
+}
+
+// findDaemon looks for safefsd beside this executable, then where
+// packages install it.
+func findDaemon() (string, error) {
+	var candidates []string
+	if exe, err := os.Executable(); err == nil {
+		candidates = append(candidates, filepath.Join(filepath.Dir(exe), "safefsd"))
+	}
+	candidates = append(candidates, daemonPaths...)
+	for _, c := range candidates {
+		if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return c, nil
+		}
+	}
+	return "", failf(exitSystem, "no safefsd service at %s and no safefsd program found (looked in %s)", socketPath, strings.Join(candidates, ", "))
+}

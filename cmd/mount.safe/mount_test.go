@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"safefs/internal/testimg"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testimg.Cleanup()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+var binDir string
+
+// buildBinaries builds mount.safe and safefsd side by side, as `make` puts
+// them in bin/, so that mount.safe finds the daemon beside itself.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	if binDir != "" {
+		return binDir
+	}
+	dir, err := os.MkdirTemp("", "safefs-bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"mount.safe", "safefsd"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "safefs/cmd/"+c).CombinedOutput()
+		if err != nil {
+			os.RemoveAll(dir)
+			t.Fatalf("go build %s: %v\n%s", c, err, out)
+		}
+	}
+	binDir = dir
+	return dir
+}
+
+func requireMount(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	if _, err := os.Stat(socketPath); err == nil {
+		t.Skipf("%s exists: these tests exercise the spawn mode", socketPath)
+	}
+}
+
+// runMount runs bin/mount.safe with args and returns its exit status and
+// combined output.
+func runMount(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(buildBinaries(t), "mount.safe"), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, out.String()
+}
+
+func isMountPoint(dir string) bool {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSpawnMount mounts an image with no service installed (mount.safe
+// starts safefsd itself), compares the mount with the kernel's view,
+// checks /proc/mounts, unmounts, and checks that the daemon went away.
+func TestSpawnMount(t *testing.T) {
+	requireMount(t)
+	img := testimg.Build(t, testimg.Spec{Name: "spawn", MkfsArgs: []string{"-t", "ext4"}, SizeMB: 64, Tree: testimg.TreeFull, NeedsRoot: true, Htree: true})
+	dir := t.TempDir()
+	st, out := runMount(t, img, dir, "-o", "ro")
+	if st != 0 {
+		t.Fatalf("mount.safe exited %d:\n%s", st, out)
+	}
+	mounted := true
+	defer func() {
+		if mounted {
+			unix.Unmount(dir, unix.MNT_DETACH)
+		}
+	}()
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	var line string
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == dir {
+			line = l
+		}
+	}
+	for _, want := range []string{" - fuse.ext4 " + img, "nosuid", "nodev", "ro"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("mountinfo line %q lacks %q", line, want)
+		}
+	}
+	got := testimg.Walk(t, dir)
+	want := testimg.KernelWalk(t, img)
+	testimg.Compare(t, want, got, testimg.CompareOpts{})
+
+	if err := unix.Unmount(dir, 0); err != nil {
+		t.Fatalf("umount: %v", err)
+	}
+	mounted = false
+	// The daemon exits once the kernel ends the connection.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if !daemonRunning(img) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("safefsd still running 10 s after unmount")
+}
+
+// daemonRunning reports whether a safefsd process is alive (the image is
+// unique to this test, but the daemon does not name it: look for any).
+func daemonRunning(string) bool {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err == nil && strings.TrimSpace(string(comm)) == "safefsd" {
+			stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+			// A zombie awaiting its reaper is gone for our purposes.
+			if !strings.Contains(string(stat), ") Z ") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestFailures checks that each failure leaves nothing mounted, exits with
+// mount(8)'s status, and names the source and the reason.
+func TestFailures(t *testing.T) {
+	requireMount(t)
+	dir := t.TempDir()
+	notExt4 := filepath.Join(t.TempDir(), "random.img")
+	os.WriteFile(notExt4, bytes.Repeat([]byte{0x5a}, 1<<20), 0o644)
+	img := testimg.Build(t, testimg.Spec{Name: "fail", MkfsArgs: []string{"-t", "ext4"}, SizeMB: 16, Tree: testimg.TreeSmall})
+	data, _ := os.ReadFile(img)
+	truncated := filepath.Join(t.TempDir(), "truncated.img")
+	os.WriteFile(truncated, data[:len(data)/2], 0o644)
+	file := filepath.Join(t.TempDir(), "plain")
+	os.WriteFile(file, nil, 0o644)
+	cases := []struct {
+		name   string
+		args   []string
+		status int
+		says   []string
+	}{
+		{"not ext4", []string{notExt4, dir}, exitFailure, []string{notExt4, "no ext2/ext3/ext4 superblock"}},
+		{"truncated", []string{truncated, dir}, exitFailure, []string{truncated, "truncated"}},
+		{"unknown option", []string{img, dir, "-o", "ro,bogus"}, exitUsage, []string{"bogus"}},
+		{"missing source", []string{"/nonexistent/img", dir}, exitFailure, []string{"/nonexistent/img", "no such file"}},
+		{"target not a directory", []string{img, file}, exitFailure, []string{file, "not a directory"}},
+		{"character device", []string{"/dev/null", dir}, exitFailure, []string{"/dev/null", "not a block device or a regular file"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			st, out := runMount(t, c.args...)
+			if st != c.status {
+				t.Errorf("exit status %d, want %d; output:\n%s", st, c.status, out)
+			}
+			for _, s := range c.says {
+				if !strings.Contains(strings.ToLower(out), strings.ToLower(s)) {
+					t.Errorf("output lacks %q:\n%s", s, out)
+				}
+			}
+			if isMountPoint(dir) {
+				unix.Unmount(dir, unix.MNT_DETACH)
+				t.Errorf("something was left mounted on %s", dir)
+			}
+		})
+	}
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"slices"
+
+	"golang.org/x/sys/unix"
+
+	"safefs/internal/ext4"
+	"safefs/internal/fdpass"
+	"safefs/internal/fusefs"
+)
+
+// serveConn runs one mount over the control connection conn, as the
+// helper's peer: receive the Hello, ask for the source, check the
+// filesystem, answer with mount parameters or a reason, receive /dev/fuse,
+// answer INIT, report Ready, then serve until unmount.
+//
+// Every refusal goes back to mount.safe as a message for a person, and is
+// logged here too.
+func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
+	defer conn.Close()
+	refuse := func(format string, args ...any) int {
+		msg := fmt.Sprintf(format, args...)
+		log.Print(msg)
+		conn.Send(&fdpass.Error{Message: msg})
+		return exitFailure
+	}
+	m, _, err := conn.Expect(fdpass.THello)
+	if err != nil {
+		log.Printf("control connection: %v", err)
+		return exitFailure
+	}
+	hello := m.(*fdpass.Hello)
+	src := hello.Source
+	if err := conn.Send(&fdpass.FileRequest{ID: 1, Role: fdpass.RoleSource}); err != nil {
+		log.Printf("%s: control connection: %v", src, err)
+		return exitFailure
+	}
+	m, files, err := conn.Expect(fdpass.TFileReply)
+	if err != nil {
+		log.Printf("%s: control connection: %v", src, err)
+		return exitFailure
+	}
+	reply := m.(*fdpass.FileReply)
+	if reply.Error != "" {
+		log.Printf("%s: mount.safe could not open it: %s", src, reply.Error)
+		return exitFailure
+	}
+	dev := files[0]
+	defer dev.Close()
+	size, err := deviceSize(dev)
+	if err != nil {
+		return refuse("%s: %v", src, err)
+	}
+	if size < ext4.SuperblockOffset+ext4.SuperblockSize {
+		return refuse("%s: not an ext2/ext3/ext4 filesystem: %d bytes is too small to hold a superblock", src, size)
+	}
+	errs := fusefs.NewErrorLog(func(format string, a ...any) { log.Printf(src+": "+format, a...) })
+	fsys, err := ext4.Open(fusefs.LimitDevice(dev, 0), &ext4.Options{
+		DeviceSize: size,
+		NoRecovery: slices.Contains(hello.Options, "norecovery"),
+		Report:     errs.Report,
+	})
+	if err != nil {
+		msg := explainOpen(src, err)
+		if errors.Is(err, ext4.ErrNeedsRecovery) {
+			msg = fmt.Sprintf("%s: the filesystem was not cleanly unmounted and its journal needs recovery, which a read-only mount must not write; "+
+				"run e2fsck on it, or mount it with -o norecovery to see it without the journal's recent changes", src)
+		}
+		return refuse("%s", msg)
+	}
+	var warnings []string
+	if fsys.Superblock().NeedsRecovery() {
+		warnings = append(warnings, "the journal needs recovery and was not replayed (norecovery): recent changes are missing")
+	}
+	if err := conn.Send(&fdpass.MountParams{
+		Subtype:   "ext4",
+		ReadOnly:  true,
+		MaxRead:   fusefs.MaxRequest,
+		BlockSize: fsys.BlockSize(),
+		Warnings:  warnings,
+	}); err != nil {
+		log.Printf("%s: control connection: %v", src, err)
+		return exitFailure
+	}
+	m, files, err = conn.Expect(fdpass.TFuseDevice)
+	if err != nil {
+		// A refusal from mount.safe (the device is busy, ...) or a
+		// Goodbye after -f: nothing to serve.
+		var pe *fdpass.PeerError
+		if errors.As(err, &pe) {
+			log.Printf("%s: mount.safe gave up: %s", src, pe.Message)
+		}
+		return exitFailure
+	}
+	fuse := files[0]
+	// The server owns the descriptor from here: detach it from the
+	// *os.File so that closing or collecting that does not close it.
+	fuseFD, err := dupFD(fuse)
+	fuse.Close()
+	if err != nil {
+		return refuse("%s: %v", src, err)
+	}
+	srv, err := fusefs.NewServer(fuseFD, fsys, fusefs.Options{Logf: log.Printf, Errors: errs, Debug: debugFUSE})
+	if err != nil {
+		return refuse("%s: %v", src, err)
+	}
+	if err := conn.Send(&fdpass.Ready{}); err != nil {
+		log.Printf("%s: control connection: %v", src, err)
+	}
+	// mount.safe says goodbye (or just exits) once the mount is attached;
+	// nothing more is expected on the connection.
+	go func() {
+		conn.Recv()
+		conn.Close()
+	}()
+	srv.Serve()
+	return 0
+}
+
+// dupFD returns a close-on-exec duplicate of f's descriptor, at 3 or above
+// (go-fuse's /dev/fd/N cannot name descriptor 0).
+func dupFD(f *os.File) (int, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return -1, fmt.Errorf("duplicating the /dev/fuse descriptor: %v", err)
+	}
+	return fd, nil
+}
