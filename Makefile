@@ -64,13 +64,9 @@ fuzz: fuzz-brief
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-SAMPLE := $(BIN)/sample.img
-
-## demo: build a sample ext4 image and list it through safefs's parser
-demo:
-	@mkdir -p $(BIN)
-	tools/sample-image.sh $(SAMPLE)
-	$(GO) run ./tools/ext4ls -R -x $(SAMPLE)
+## demo: build a sample ext4 image and mount it through safefs (as root; else list it)
+demo: build
+	tools/demo.sh
 
 ## deps: install what the build and the tests need on Debian 12 (as root)
 deps:
