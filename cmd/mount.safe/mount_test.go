@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"safefs/internal/sandbox"
 	"safefs/internal/testimg"
 )
 
@@ -120,6 +121,15 @@ func TestSpawnMount(t *testing.T) {
 			t.Errorf("mountinfo line %q lacks %q", line, want)
 		}
 	}
+	// The daemon serving the mount is confined.
+	pid := daemonPID(t)
+	ds, err := sandbox.ReadStatus(filepath.Join("/proc", pid, "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds.Uid == 0 || ds.Gid == 0 || ds.CapEff != 0 || !ds.NoNewPrivs {
+		t.Errorf("daemon %s is not confined: %+v", pid, ds)
+	}
 	got := testimg.Walk(t, dir)
 	want := testimg.KernelWalk(t, img)
 	testimg.Compare(t, want, got, testimg.CompareOpts{})
@@ -137,6 +147,20 @@ func TestSpawnMount(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Errorf("safefsd still running 10 s after unmount")
+}
+
+// daemonPID returns the pid of the (one) running safefsd.
+func daemonPID(t *testing.T) string {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err == nil && strings.TrimSpace(string(comm)) == "safefsd" {
+			return e.Name()
+		}
+	}
+	t.Fatal("no safefsd process serves the mount")
+	return ""
 }
 
 // daemonRunning reports whether a safefsd process is alive (the image is

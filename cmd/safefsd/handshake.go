@@ -12,6 +12,7 @@ import (
 	"safefs/internal/ext4"
 	"safefs/internal/fdpass"
 	"safefs/internal/fusefs"
+	"safefs/internal/sandbox"
 )
 
 // serveConn runs one mount over the control connection conn, as the
@@ -28,6 +29,14 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 		log.Print(msg)
 		conn.Send(&fdpass.Error{Message: msg})
 		return exitFailure
+	}
+	// Only root may mount, for now: a user's mount requests will need a
+	// policy (which devices, which mount points) before they are served.
+	if uid, err := peerUID(conn); err != nil {
+		log.Printf("control connection: %v", err)
+		return exitFailure
+	} else if uid != 0 {
+		return refuse("only root may mount through safefsd (the request came from uid %d)", uid)
 	}
 	m, _, err := conn.Expect(fdpass.THello)
 	if err != nil {
@@ -52,6 +61,11 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	}
 	dev := files[0]
 	defer dev.Close()
+	// Everything the daemon needs from now on is an open descriptor:
+	// confine it before it reads a single byte of the filesystem.
+	if _, err := sandbox.Confine(); err != nil {
+		return refuse("%s: %v", src, err)
+	}
 	size, err := deviceSize(dev)
 	if err != nil {
 		return refuse("%s: %v", src, err)
@@ -120,6 +134,26 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	}()
 	srv.Serve()
 	return 0
+}
+
+// peerUID returns the uid of the process at the other end of conn, as
+// the kernel recorded it when the connection was made.
+func peerUID(conn *fdpass.Conn) (uint32, error) {
+	raw, err := conn.UnixConn().SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, fmt.Errorf("reading the peer's credentials: %w", cerr)
+	}
+	return cred.Uid, nil
 }
 
 // dupFD returns a close-on-exec duplicate of f's descriptor, at 3 or above

@@ -41,6 +41,7 @@ import (
 	"safefs/internal/ext4"
 	"safefs/internal/fdpass"
 	"safefs/internal/fusefs"
+	"safefs/internal/sandbox"
 )
 
 // Exit statuses: 1 when the filesystem cannot be served, 2 for a command
@@ -49,6 +50,14 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 )
+
+func init() {
+	// Set no_new_privs while the runtime still runs initialization on the
+	// main thread, so that threads started later inherit it.
+	if err := sandbox.SetNoNewPrivs(); err != nil {
+		log.Fatalf("safefsd: setting no_new_privs: %v", err)
+	}
+}
 
 func main() {
 	log.SetFlags(0)
@@ -134,6 +143,12 @@ already mounted; safefsd exits with status 0 when that mount is unmounted.
 		return exitFailure
 	}
 	defer dev.Close()
+	// The device and /dev/fuse are open: confine the daemon before it
+	// reads a single byte of the filesystem.
+	if _, err := sandbox.Confine(); err != nil {
+		log.Printf("%s: %v", name, err)
+		return exitFailure
+	}
 	size, err := deviceSize(dev)
 	if err != nil {
 		log.Printf("%s: %v", name, err)
