@@ -18,7 +18,7 @@ FUZZ_TARGETS := \
 	./internal/fdpass:FuzzDecode
 
 # Debian packages the build and the tests need.
-DEB_PACKAGES := e2fsprogs acl attr libseccomp-dev pkg-config gcc util-linux fuse3
+DEB_PACKAGES := e2fsprogs acl attr libseccomp-dev pkg-config gcc util-linux fuse3 systemd
 
 .PHONY: race all build check test vet fmt-check fuzz fuzz-brief bench deps demo clean help
 

@@ -6,3 +6,5 @@ require (
 	github.com/hanwen/go-fuse/v2 v2.12.1
 	golang.org/x/sys v0.41.0
 )
+
+require github.com/coreos/go-systemd/v22 v22.7.0

@@ -17,8 +17,15 @@ import (
 	"safefs/internal/fdpass"
 )
 
-// socketPath is where the socket-activated service listens.
-const socketPath = "/run/safefsd.sock"
+// socketPath is where the socket-activated service listens. The
+// SAFEFS_SOCKET environment variable names another (a service run with
+// safefsd --listen elsewhere, or a test).
+var socketPath = func() string {
+	if p := os.Getenv("SAFEFS_SOCKET"); p != "" {
+		return p
+	}
+	return "/run/safefsd.sock"
+}()
 
 // daemonPaths are where mount.safe looks for safefsd when no service is
 // listening, after the directory of its own executable.

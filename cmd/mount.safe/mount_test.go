@@ -65,7 +65,14 @@ func requireMount(t *testing.T) {
 // combined output.
 func runMount(t *testing.T, args ...string) (int, string) {
 	t.Helper()
+	return runMountEnv(t, nil, args...)
+}
+
+// runMountEnv is runMount with extra environment variables.
+func runMountEnv(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(buildBinaries(t), "mount.safe"), args...)
+	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -223,4 +230,103 @@ func TestFailures(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countDaemons counts live safefsd processes.
+func countDaemons() int {
+	n := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil || strings.TrimSpace(string(comm)) != "safefsd" {
+			continue
+		}
+		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if !strings.Contains(string(stat), ") Z ") {
+			n++
+		}
+	}
+	return n
+}
+
+// mountThroughService mounts a small image through a service listening
+// on sock, walks it, unmounts, and checks that the per-mount daemon ended
+// while the service (base daemons) stayed.
+func mountThroughService(t *testing.T, sock string, base int) {
+	t.Helper()
+	img := testimg.Build(t, testimg.Spec{Name: "service", MkfsArgs: []string{"-t", "ext4"}, SizeMB: 16, Tree: testimg.TreeSmall})
+	dir := t.TempDir()
+	st, out := runMountEnv(t, []string{"SAFEFS_SOCKET=" + sock}, img, dir, "-v")
+	if st != 0 {
+		t.Fatalf("mount.safe exited %d:\n%s", st, out)
+	}
+	if !strings.Contains(out, "connected to "+sock) {
+		t.Errorf("mount.safe did not use the service:\n%s", out)
+	}
+	testimg.Compare(t, testimg.KernelWalk(t, img), testimg.Walk(t, dir), testimg.CompareOpts{})
+	if err := unix.Unmount(dir, 0); err != nil {
+		t.Fatalf("umount: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for countDaemons() > base && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := countDaemons(); n != base {
+		t.Errorf("%d safefsd processes after unmount, want %d", n, base)
+	}
+}
+
+// TestListenMount mounts through safefsd --listen: one child per mount.
+func TestListenMount(t *testing.T) {
+	requireMount(t)
+	sock := filepath.Join(t.TempDir(), "safefsd.sock")
+	srv := exec.Command(filepath.Join(buildBinaries(t), "safefsd"), "--listen", sock)
+	var logs bytes.Buffer
+	srv.Stderr = &logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st, err := os.Stat(sock); err != nil || st.Mode().Perm()&0o077 != 0 {
+		t.Fatalf("socket %s: %v, mode %v: want a root-only socket", sock, err, st.Mode())
+	}
+	mountThroughService(t, sock, 1)
+	srv.Process.Signal(unix.SIGTERM)
+	if err := srv.Wait(); err != nil {
+		t.Errorf("listener exited with %v:\n%s", err, logs.String())
+	}
+	if _, err := os.Stat(sock); err == nil {
+		t.Errorf("socket %s left behind", sock)
+	}
+}
+
+// TestSocketActivatedMount mounts through systemd-socket-activate, which
+// emulates safefsd.socket with Accept=yes.
+func TestSocketActivatedMount(t *testing.T) {
+	requireMount(t)
+	sa, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Skip("systemd-socket-activate not installed")
+	}
+	sock := filepath.Join(t.TempDir(), "safefsd.sock")
+	srv := exec.Command(sa, "--seqpacket", "-a", "-l", sock, filepath.Join(buildBinaries(t), "safefsd"))
+	var logs bytes.Buffer
+	srv.Stderr = &logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mountThroughService(t, sock, 0)
 }

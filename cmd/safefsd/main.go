@@ -4,6 +4,8 @@
 //
 // Usage:
 //
+//	safefsd                  (socket-activated: the connection on fd 3)
+//	safefsd --listen PATH
 //	safefsd --fdpass-fd C
 //	safefsd --fuse-fd N (--device PATH | --device-fd M) [--norecovery]
 //
@@ -69,6 +71,7 @@ func run(args []string, stderr io.Writer) int {
 	fl := flag.NewFlagSet("safefsd", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	fuseFD := fl.Int("fuse-fd", -1, "serve the mounted /dev/fuse descriptor `N`")
+	listenPath := fl.String("listen", "", "serve mount.safe on a Unix socket at `PATH`, one child process per mount")
 	fdpassFD := fl.Int("fdpass-fd", -1, "receive the device and /dev/fuse from mount.safe over the control socket on descriptor `C`")
 	devPath := fl.String("device", "", "read the filesystem from the block device or image file `PATH`")
 	devFD := fl.Int("device-fd", -1, "read the filesystem from the open descriptor `M` instead of --device")
@@ -76,7 +79,9 @@ func run(args []string, stderr io.Writer) int {
 	showVersion := fl.Bool("version", false, "print the version and exit")
 	debugFUSE := fl.Bool("debug", false, "log every FUSE request and reply")
 	fl.Usage = func() {
-		fmt.Fprintf(fl.Output(), `Usage: safefsd --fdpass-fd C
+		fmt.Fprintf(fl.Output(), `Usage: safefsd                 (started by safefsd.socket)
+       safefsd --listen PATH
+       safefsd --fdpass-fd C
        safefsd --fuse-fd N (--device PATH | --device-fd M) [--norecovery]
 
 safefsd serves one ext2/ext3/ext4 filesystem read-only through FUSE, parsing
@@ -114,6 +119,17 @@ already mounted; safefsd exits with status 0 when that mount is unmounted.
 	}
 	if fl.NArg() > 0 {
 		return usage("unexpected argument %q", fl.Arg(0))
+	}
+	if *listenPath != "" {
+		if *fdpassFD >= 0 || *fuseFD >= 0 || *devPath != "" || *devFD >= 0 {
+			return usage("--listen takes no other options")
+		}
+		return listen(*listenPath)
+	}
+	if *fdpassFD < 0 && *fuseFD < 0 && *devPath == "" && *devFD < 0 {
+		if status, ok := serveActivated(*debugFUSE); ok {
+			return status
+		}
 	}
 	if *fdpassFD >= 0 {
 		if *fuseFD >= 0 || *devPath != "" || *devFD >= 0 || *noRecovery {
