@@ -1,6 +1,17 @@
 # safefs build, test and packaging entry points. Run `make help` for a list.
 
 GO        ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+
+# Installation layout. mount(8) looks for mount.safe in /sbin, which is
+# /usr/sbin on merged-/usr systems such as Debian 12.
+PREFIX     ?= /usr
+SBINDIR    ?= $(PREFIX)/sbin
+LIBEXECDIR ?= $(PREFIX)/libexec
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+MANDIR     ?= $(PREFIX)/share/man
+DAEMONDIR   = $(LIBEXECDIR)/safefs
+LDFLAGS    := -X main.version=$(VERSION) -X main.daemonDir=$(DAEMONDIR)
 BIN       := bin
 CMDS      := $(notdir $(wildcard cmd/*))
 FUZZTIME  ?= 3s
@@ -20,7 +31,7 @@ FUZZ_TARGETS := \
 # Debian packages the build and the tests need.
 DEB_PACKAGES := e2fsprogs acl attr libseccomp-dev pkg-config gcc util-linux fuse3 systemd
 
-.PHONY: race all build check test vet fmt-check fuzz fuzz-brief bench deps demo clean help
+.PHONY: install uninstall race all build check test vet fmt-check fuzz fuzz-brief bench deps demo clean help
 
 all: build
 
@@ -28,7 +39,7 @@ build: $(addprefix $(BIN)/,$(CMDS))
 
 $(BIN)/%: FORCE
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -o $@ ./cmd/$*
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
 
 FORCE:
 
@@ -78,6 +89,24 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@$(GO) version >/dev/null 2>&1 || { echo "Go 1.24 or newer is needed (expected at /usr/local/go/bin/go)"; exit 1; }
+
+## install: install mount.safe, safefsd, the systemd units and man pages (DESTDIR, PREFIX, SBINDIR, LIBEXECDIR, UNITDIR, MANDIR)
+install: build
+	install -D -m 0755 $(BIN)/mount.safe $(DESTDIR)$(SBINDIR)/mount.safe
+	install -D -m 0755 $(BIN)/safefsd $(DESTDIR)$(DAEMONDIR)/safefsd
+	install -D -m 0644 systemd/safefsd.socket $(DESTDIR)$(UNITDIR)/safefsd.socket
+	mkdir -p $(DESTDIR)$(UNITDIR)
+	sed 's|@LIBEXECDIR@|$(DAEMONDIR)|' systemd/safefsd@.service > $(DESTDIR)$(UNITDIR)/safefsd@.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/safefsd@.service
+	install -D -m 0644 man/mount.safe.8 $(DESTDIR)$(MANDIR)/man8/mount.safe.8
+	install -D -m 0644 man/safefsd.8 $(DESTDIR)$(MANDIR)/man8/safefsd.8
+
+## uninstall: remove what install put in place
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/mount.safe $(DESTDIR)$(DAEMONDIR)/safefsd \
+		$(DESTDIR)$(UNITDIR)/safefsd.socket $(DESTDIR)$(UNITDIR)/safefsd@.service \
+		$(DESTDIR)$(MANDIR)/man8/mount.safe.8 $(DESTDIR)$(MANDIR)/man8/safefsd.8
+	-rmdir $(DESTDIR)$(DAEMONDIR)
 
 clean:
 	rm -rf $(BIN)

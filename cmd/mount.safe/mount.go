@@ -27,9 +27,13 @@ var socketPath = func() string {
 	return "/run/safefsd.sock"
 }()
 
+// daemonDir is where `make install` puts safefsd (set at build time with
+// -ldflags -X main.daemonDir=...).
+var daemonDir = "/usr/libexec/safefs"
+
 // daemonPaths are where mount.safe looks for safefsd when no service is
 // listening, after the directory of its own executable.
-var daemonPaths = []string{"/usr/libexec/safefs/safefsd", "/usr/lib/safefs/safefsd"}
+var daemonPaths = []string{filepath.Join(daemonDir, "safefsd"), "/usr/libexec/safefs/safefsd", "/usr/lib/safefs/safefsd"}
 
 // mountError is a failure with the exit status it maps to.
 type mountError struct {
