@@ -8,3 +8,5 @@ require (
 )
 
 require github.com/coreos/go-systemd/v22 v22.7.0
+
+require github.com/seccomp/libseccomp-golang v0.11.1

@@ -134,7 +134,7 @@ func TestSpawnMount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ds.Uid == 0 || ds.Gid == 0 || ds.CapEff != 0 || !ds.NoNewPrivs {
+	if ds.Uid == 0 || ds.Gid == 0 || ds.CapEff != 0 || !ds.NoNewPrivs || !ds.Seccomp {
 		t.Errorf("daemon %s is not confined: %+v", pid, ds)
 	}
 	got := testimg.Walk(t, dir)

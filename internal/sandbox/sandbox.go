@@ -4,7 +4,8 @@
 //
 // The descriptors the daemon needs (the device, /dev/fuse, the control
 // socket) are open before confinement; afterwards it needs no privilege at
-// all. A seccomp allow-list on top of this comes next.
+// all, and a seccomp allow-list whose default action kills the process
+// makes sure it cannot open files, create sockets, exec, mount or trace.
 package sandbox
 
 import (
@@ -32,6 +33,8 @@ type Status struct {
 	Uid, Gid   int
 	CapEff     uint64
 	NoNewPrivs bool
+	// Seccomp reports a filter in place (Seccomp: 2 in /proc).
+	Seccomp bool
 }
 
 // SetNoNewPrivs sets no_new_privs on the calling thread; threads created
@@ -48,8 +51,8 @@ func SetNoNewPrivs() error {
 // Confine drops the process's privileges for good. Started as root, it
 // switches every thread to the dedicated user (or nobody), clears the
 // supplementary groups and, with them, every capability; in any case it
-// sets no_new_privs. It then checks the result with the kernel and fails
-// if anything was left.
+// sets no_new_privs and loads the seccomp allow-list. It checks the result
+// with the kernel and fails if anything was left.
 func Confine() (Status, error) {
 	if os.Geteuid() == 0 {
 		uid, gid := target()
@@ -67,10 +70,16 @@ func Confine() (Status, error) {
 	if err := SetNoNewPrivs(); err != nil {
 		return Status{}, fmt.Errorf("sandbox: setting no_new_privs: %w", err)
 	}
+	// Read the kernel's view while the filesystem is still reachable: the
+	// filter below forbids opening anything.
 	st, err := Current()
 	if err != nil {
 		return st, err
 	}
+	if err := LoadSeccomp(); err != nil {
+		return st, err
+	}
+	st.Seccomp = true
 	if st.Uid == 0 || st.Gid == 0 || st.CapEff != 0 || !st.NoNewPrivs {
 		return st, fmt.Errorf("sandbox: confinement incomplete: uid %d, gid %d, effective capabilities %#x, no_new_privs %v",
 			st.Uid, st.Gid, st.CapEff, st.NoNewPrivs)
@@ -127,6 +136,8 @@ func ReadStatus(path string) (Status, error) {
 			st.CapEff, _ = strconv.ParseUint(fields[0], 16, 64)
 		case "NoNewPrivs":
 			st.NoNewPrivs = fields[0] == "1"
+		case "Seccomp":
+			st.Seccomp = fields[0] == "2"
 		}
 	}
 	return st, sc.Err()
