@@ -18,6 +18,8 @@ grep " $dir " /proc/self/mounts
 echo
 ls -la "$dir" "$dir/docs"
 echo
-echo "daemon: $(pgrep -a safefsd | tail -1)"
+pid=$(pgrep safefsd | tail -1)
+echo "the daemon serving it: $(tr '\0' ' ' < /proc/$pid/cmdline)"
+grep -E '^(Uid|Gid|CapEff|NoNewPrivs|Seccomp):' /proc/$pid/status
 umount "$dir"
 echo "unmounted $dir"

@@ -56,6 +56,9 @@ func TestOptions(t *testing.T) {
 	if o.attrs&unix.MOUNT_ATTR_NOEXEC == 0 || o.attrs&unix.MOUNT_ATTR_NOATIME == 0 {
 		t.Errorf("noexec/noatime lost: attrs %#x", o.attrs)
 	}
+	if ro, _ := parseOptions("rw,ro", false); !ro.readOnly || ro.readWrite {
+		t.Errorf("the last of rw and ro must win: %+v", ro)
+	}
 	if !o.readWrite || !o.noRecovery || len(o.daemon) != 1 || o.daemon[0] != "norecovery" {
 		t.Errorf("rw/norecovery not recorded: %+v", o)
 	}

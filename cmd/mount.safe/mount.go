@@ -57,7 +57,8 @@ func mount(inv *invocation, logf, warn func(string, ...any)) error {
 	} else if !st.IsDir() {
 		return failf(exitFailure, "%s: mount point is not a directory", inv.target)
 	}
-	if inv.opts.readWrite {
+	if !inv.opts.readOnly {
+		// As mount(8) does for write-protected media: say so, and go on.
 		warn("%s: write support is not available yet; mounting read-only", inv.source)
 	}
 	for _, o := range inv.opts.ignored {

@@ -9,6 +9,7 @@ import (
 // mountOptions is what -o asked for.
 type mountOptions struct {
 	readWrite  bool     // rw was asked for (and will be refused with a warning)
+	readOnly   bool     // ro was asked for
 	noRecovery bool     // norecovery / noload: passed to the daemon
 	attrs      uint64   // MOUNT_ATTR_* for the mount
 	atimeSet   bool     // an atime mode was given
@@ -27,7 +28,6 @@ var (
 		"nodev":       0, // always set
 		"exec":        0,
 		"diratime":    0,
-		"ro":          0, // always set for now
 		"async":       0,
 	}
 	atimeModes = map[string]uint64{
@@ -52,7 +52,9 @@ func parseOptions(s string, sloppy bool) (mountOptions, error) {
 		switch {
 		case opt == "":
 		case opt == "rw":
-			o.readWrite = true
+			o.readWrite, o.readOnly = true, false
+		case opt == "ro":
+			o.readOnly, o.readWrite = true, false
 		case opt == "norecovery" || opt == "noload":
 			o.noRecovery = true
 			o.daemon = append(o.daemon, "norecovery")
