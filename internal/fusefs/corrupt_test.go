@@ -215,14 +215,20 @@ func TestBadName(t *testing.T) {
 
 func blockSize(t *testing.T, img string) uint32 {
 	t.Helper()
+	return openExt4(t, img).BlockSize()
+}
+
+// openExt4 opens an image with internal/ext4 for the rest of the test.
+func openExt4(t *testing.T, img string) *ext4.FS {
+	t.Helper()
 	f, err := os.Open(img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	fsys, err := ext4.Open(f, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fsys.BlockSize()
+	return fsys
 }

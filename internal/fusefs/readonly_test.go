@@ -11,7 +11,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"safefs/internal/ext4"
 	"safefs/internal/fusefs"
 	"safefs/internal/testimg"
 )
@@ -106,16 +105,7 @@ func TestReadOnly(t *testing.T) {
 // server directly, so that a new go-fuse default (or a forgotten override)
 // cannot slip through where the kernel would not have stopped it first.
 func TestMutatingOpsRefused(t *testing.T) {
-	img := testimg.Build(t, specNamed(t, "ext4-default"))
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fsys, err := ext4.Open(f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fsys := openExt4(t, testimg.Build(t, specNamed(t, "ext4-default")))
 	fs := fusefs.New(fsys, fusefs.Options{Logf: t.Logf})
 	root := fuse.InHeader{NodeId: fuse.FUSE_ROOT_ID}
 	c := make(chan struct{})
