@@ -1,5 +1,7 @@
 package ext4
 
+import "sort"
+
 // Statfs holds the numbers statfs(2) reports, computed as ext4_statfs does.
 type Statfs struct {
 	BlockSize   uint32
@@ -126,34 +128,42 @@ func (fs *FS) numGDB(g uint32) uint64 {
 
 // countOverheadBigalloc counts, like the bigalloc half of the kernel's
 // count_overhead, the clusters holding any metadata block: bitmaps, inode
-// tables, and the superblock and descriptor copies. It collects cluster
-// numbers in one pass over the descriptors instead of one pass per group.
+// tables, and the superblock and descriptor copies. It gathers cluster
+// ranges in one pass over the descriptors and merges them, so the cost is
+// proportional to the number of groups whatever the tables' sizes.
 func (fs *FS) countOverheadBigalloc(itb uint64) uint64 {
 	sb := fs.sb
 	shift := sb.LogClusterSize - sb.LogBlockSize
-	used := make(map[uint64]struct{})
-	mark := func(b uint64) {
-		if b < sb.BlocksCount {
-			used[b>>shift] = struct{}{}
+	var spans [][2]uint64 // [first, end) in clusters
+	add := func(b, n uint64) {
+		if b >= sb.BlocksCount || n == 0 {
+			return
 		}
+		n = min(n, sb.BlocksCount-b)
+		spans = append(spans, [2]uint64{b >> shift, (b+n-1)>>shift + 1})
 	}
 	for g := uint32(0); g < fs.groupCount; g++ {
 		if sb.hasSuper(g) {
-			first := fs.groupFirstBlock(g)
-			n := 1 + fs.numGDB(g) + uint64(sb.ReservedGdtBlocks)
-			for j := uint64(0); j < n; j++ {
-				mark(first + j)
-			}
+			add(fs.groupFirstBlock(g), 1+fs.numGDB(g)+uint64(sb.ReservedGdtBlocks))
 		}
 		gd, err := fs.GroupDesc(g)
 		if err != nil {
 			continue
 		}
-		mark(gd.BlockBitmap)
-		mark(gd.InodeBitmap)
-		for j := uint64(0); j < itb; j++ {
-			mark(gd.InodeTable + j)
+		add(gd.BlockBitmap, 1)
+		add(gd.InodeBitmap, 1)
+		add(gd.InodeTable, itb)
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i][0] < spans[j][0] })
+	var total, end uint64
+	for _, s := range spans {
+		if s[0] > end {
+			end = s[0]
+		}
+		if s[1] > end {
+			total += s[1] - end
+			end = s[1]
 		}
 	}
-	return uint64(len(used))
+	return total
 }

@@ -271,6 +271,13 @@ func (sb *Superblock) checkGeometry(devSize int64) error {
 	if sb.HasIncompat(IncompatMetaBG) && uint64(sb.FirstMetaBG) > gdtBlocks {
 		return formatf("first meta block group %d is beyond the %d descriptor blocks", sb.FirstMetaBG, gdtBlocks)
 	}
+	// The flat descriptor table follows the primary superblock; one that
+	// cannot fit in the filesystem means an impossible group count (the
+	// kernel fails reading it at mount). Checking here keeps every later
+	// walk over the groups proportional to the device.
+	if !sb.HasIncompat(IncompatMetaBG) && SuperblockOffset/bs+1+gdtBlocks > sb.BlocksCount {
+		return formatf("%d block groups need %d descriptor blocks, more than the filesystem's %d blocks", groups, gdtBlocks, sb.BlocksCount)
+	}
 	if sb.InodesCount < sb.FirstIno || sb.InodesCount < rootIno {
 		return formatf("inode count %d is below the first inode %d", sb.InodesCount, sb.FirstIno)
 	}
