@@ -60,12 +60,19 @@ test:
 race:
 	$(GO) test -race -count=1 -short -run 'Concurrent' ./internal/ext4
 
-# Each fuzz target for FUZZTIME (default 3s), one after another.
+# Each fuzz target for FUZZTIME (default 3s), one after another. With a
+# short FUZZTIME the engine may stop while an execution is still running and
+# report "context deadline exceeded" without any failing input: that is a
+# timing artefact, not a finding; a real failure writes its input.
 fuzz-brief:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$name ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/safefs-fuzz.log 2>&1 || { cat /tmp/safefs-fuzz.log; exit 1; }; \
+		if ! $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/safefs-fuzz.log 2>&1; then \
+			if grep -q 'context deadline exceeded' /tmp/safefs-fuzz.log && ! grep -q 'Failing input written' /tmp/safefs-fuzz.log; then \
+				echo "  (the fuzzing engine ran out of time with an execution in flight; no failing input)"; \
+			else cat /tmp/safefs-fuzz.log; exit 1; fi; \
+		fi; \
 	done
 
 ## fuzz: every fuzz target for FUZZTIME each (e.g. make fuzz FUZZTIME=10m)
