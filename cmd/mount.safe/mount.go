@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"safefs/internal/fdpass"
+	"safefs/internal/fusemount"
 )
 
 // socketPath is where the socket-activated service listens. The
@@ -154,7 +154,7 @@ func mount(inv *invocation, logf, warn func(string, ...any)) error {
 		return daemonFailed(src, err)
 	}
 	logf("%s: the daemon answered INIT; attaching at %s", src, inv.target)
-	if err := attach(fsfd, inv.target, inv.opts.attrs); err != nil {
+	if err := fusemount.Attach(fsfd, inv.target, int(inv.opts.attrs)); err != nil {
 		return failf(exitFailure, "%s: %v", src, err)
 	}
 	raiseReadAhead(inv.target, params.MaxRead, logf)
@@ -211,107 +211,32 @@ func openSource(path string, write bool) (*os.File, bool, error) {
 	return nil, false, fmt.Errorf("not a block device or a regular file (%s)", st.Mode().Type())
 }
 
-// createSuperblock creates the FUSE superblock with the new mount API,
-// detached. The kernel sends INIT on the fuse descriptor now; the mount is
-// attached only after the daemon has answered it.
+// createSuperblock creates the FUSE superblock, detached. The kernel
+// sends INIT on the fuse descriptor now; the mount is attached only after
+// the daemon has answered it. A block device is mounted as fuseblk, so
+// that the kernel claims it exclusively.
 func createSuperblock(src string, fuseFD int, block bool, p *fdpass.MountParams) (int, error) {
-	fstype := "fuse"
-	if block {
-		// fuseblk makes the kernel claim the device exclusively, so no
-		// other mount of it can exist at the same time.
-		fstype = "fuseblk"
-	}
-	fsfd, err := unix.Fsopen(fstype, unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return -1, failf(exitSystem, "%s: fsopen %s: %v", src, fstype, err)
-	}
-	params := [][2]string{
-		{"fd", strconv.Itoa(fuseFD)},
-		{"rootmode", "40000"},
-		{"user_id", "0"},
-		{"group_id", "0"},
-		{"source", src},
-		{"subtype", p.Subtype},
-	}
-	if p.MaxRead > 0 {
-		params = append(params, [2]string{"max_read", strconv.FormatUint(uint64(p.MaxRead), 10)})
-	}
-	if block && p.BlockSize > 0 {
-		params = append(params, [2]string{"blksize", strconv.FormatUint(uint64(p.BlockSize), 10)})
-	}
-	for _, kv := range params {
-		if err := unix.FsconfigSetString(fsfd, kv[0], kv[1]); err != nil {
-			unix.Close(fsfd)
-			return -1, failf(exitFailure, "%s: setting %s=%s on the %s mount: %v%s", src, kv[0], kv[1], fstype, err, fsLog(fsfd))
-		}
-	}
-	// allow_other: the mount is for every user, as a kernel mount is.
-	// default_permissions: the kernel checks modes and, with the ACLs
-	// the daemon serves, POSIX ACLs itself.
-	flags := []string{"allow_other", "default_permissions"}
-	if p.ReadOnly {
-		flags = append(flags, "ro")
-	}
-	for _, fl := range flags {
-		if err := unix.FsconfigSetFlag(fsfd, fl); err != nil {
-			unix.Close(fsfd)
-			return -1, failf(exitFailure, "%s: setting %s on the %s mount: %v%s", src, fl, fstype, err, fsLog(fsfd))
-		}
-	}
-	if err := unix.FsconfigCreate(fsfd); err != nil {
-		msg := fmt.Sprintf("%v%s", err, fsLog(fsfd))
-		unix.Close(fsfd)
-		if errors.Is(err, unix.EBUSY) {
-			return -1, failf(exitFailure, "%s: the device is already in use (mounted elsewhere?)", src)
-		}
-		return -1, failf(exitFailure, "%s: creating the %s mount: %s", src, fstype, msg)
+	fsfd, err := fusemount.Create(fusemount.Config{
+		Block: block, FuseFD: fuseFD, Source: src, Subtype: p.Subtype,
+		MaxRead: p.MaxRead, BlockSize: p.BlockSize, ReadOnly: p.ReadOnly,
+	})
+	switch {
+	case errors.Is(err, unix.EBUSY):
+		return -1, failf(exitFailure, "%s: the device is already in use (mounted elsewhere?)", src)
+	case err != nil:
+		return -1, failf(exitFailure, "%s: %v", src, err)
 	}
 	return fsfd, nil
 }
 
-// fsLog returns the messages the kernel left in a filesystem context.
-func fsLog(fsfd int) string {
-	var out []string
-	buf := make([]byte, 1024)
-	for range 16 {
-		n, err := unix.Read(fsfd, buf)
-		if err != nil || n <= 0 {
-			break
-		}
-		out = append(out, strings.TrimSpace(string(buf[:n])))
-	}
-	if len(out) == 0 {
-		return ""
-	}
-	return " (" + strings.Join(out, "; ") + ")"
-}
-
-// attach mounts the created superblock at target.
-func attach(fsfd int, target string, attrs uint64) error {
-	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, int(attrs))
-	if err != nil {
-		return fmt.Errorf("fsmount: %v%s", err, fsLog(fsfd))
-	}
-	defer unix.Close(mfd)
-	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("attaching at %s: %v", target, err)
-	}
-	return nil
-}
-
 // raiseReadAhead lets buffered reads use requests as large as the daemon
-// serves: the kernel's default read-ahead (128 KiB) would cap them.
+// serves.
 func raiseReadAhead(target string, maxRead uint32, logf func(string, ...any)) {
 	if maxRead == 0 {
 		return
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(target, &st); err != nil {
-		return
-	}
-	bdi := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	if err := os.WriteFile(bdi, []byte(strconv.Itoa(int(maxRead>>10))), 0); err != nil {
-		logf("raising read-ahead (%s): %v", bdi, err)
+	if err := fusemount.RaiseReadAhead(target, int(maxRead>>10)); err != nil {
+		logf("raising read-ahead: %v", err)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"safefs/internal/ext4"
 	"safefs/internal/fusefs"
+	"safefs/internal/fusemount"
 	"safefs/internal/testimg"
 )
 
@@ -128,39 +129,14 @@ func mountImage(t testing.TB, img string, cfg mountConfig) *fuseMount {
 			unix.Close(fuseFD)
 		}
 	})
-	fsfd, err := unix.Fsopen("fuse", unix.FSOPEN_CLOEXEC)
+	fsfd, err := fusemount.Create(fusemount.Config{
+		FuseFD: fuseFD, Source: img, Subtype: "ext4",
+		MaxRead: fusefs.MaxRequest, ReadOnly: !cfg.readWrite,
+	})
 	if err != nil {
-		fail("fsopen fuse: %v", err)
+		fail("%v", err)
 	}
 	m.cleanup = append(m.cleanup, func() { unix.Close(fsfd) })
-	params := [][2]string{
-		{"fd", strconv.Itoa(fuseFD)},
-		{"rootmode", "40000"},
-		{"user_id", "0"},
-		{"group_id", "0"},
-		{"max_read", strconv.Itoa(fusefs.MaxRequest)},
-		{"source", img},
-		{"subtype", "ext4"},
-	}
-	for _, p := range params {
-		if err := unix.FsconfigSetString(fsfd, p[0], p[1]); err != nil {
-			fail("fsconfig %s=%s: %v%s", p[0], p[1], err, fsLog(fsfd))
-		}
-	}
-	// default_permissions: the kernel checks modes (and, with
-	// FUSE_POSIX_ACL, ACLs) itself, as on its own ext4 mount.
-	flags := []string{"allow_other", "default_permissions"}
-	if !cfg.readWrite {
-		flags = append(flags, "ro")
-	}
-	for _, f := range flags {
-		if err := unix.FsconfigSetFlag(fsfd, f); err != nil {
-			fail("fsconfig %s: %v%s", f, err, fsLog(fsfd))
-		}
-	}
-	if err := unix.FsconfigCreate(fsfd); err != nil {
-		fail("fsconfig create: %v%s", err, fsLog(fsfd))
-	}
 
 	if cfg.daemon == "" {
 		m.serveInProcess(t, img, fuseFD, cfg, fail)
@@ -173,16 +149,10 @@ func mountImage(t testing.TB, img string, cfg mountConfig) *fuseMount {
 	if !cfg.readWrite {
 		attrs |= unix.MOUNT_ATTR_RDONLY
 	}
-	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, attrs)
-	if err != nil {
-		fail("fsmount: %v%s", err, fsLog(fsfd))
-	}
-	err = unix.MoveMount(mfd, "", unix.AT_FDCWD, m.Dir, unix.MOVE_MOUNT_F_EMPTY_PATH)
-	// Closing the detached mount on failure releases the superblock,
-	// which ends the FUSE connection and so the server.
-	unix.Close(mfd)
-	if err != nil {
-		fail("move_mount to %s: %v", m.Dir, err)
+	// On failure the cleanup closes the detached superblock, which ends
+	// the FUSE connection and so the server.
+	if err := fusemount.Attach(fsfd, m.Dir, attrs); err != nil {
+		fail("%v", err)
 	}
 	for i := len(m.cleanup) - 1; i >= 0; i-- {
 		m.cleanup[i]()
@@ -196,9 +166,8 @@ func mountImage(t testing.TB, img string, cfg mountConfig) *fuseMount {
 	}
 	m.conn = unix.Minor(st.Dev)
 	// Buffered reads use 1 MiB requests only if the mount's read-ahead
-	// allows it (128 KiB by default); mount.safe will do the same.
-	bdi := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	if err := os.WriteFile(bdi, []byte(strconv.Itoa(fusefs.MaxRequest>>10)), 0); err != nil {
+	// allows it (128 KiB by default); mount.safe does the same.
+	if err := fusemount.RaiseReadAhead(m.Dir, fusefs.MaxRequest>>10); err != nil {
 		t.Logf("raising read-ahead: %v", err)
 	}
 	t.Cleanup(func() { m.Unmount(t) })
@@ -227,23 +196,6 @@ func (m *fuseMount) pollHack(t testing.TB) {
 	}
 	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
 	syscall.Close(fd)
-}
-
-// fsLog returns the messages the kernel left in a filesystem context.
-func fsLog(fsfd int) string {
-	var out []string
-	buf := make([]byte, 1024)
-	for range 16 {
-		n, err := unix.Read(fsfd, buf)
-		if err != nil || n <= 0 {
-			break
-		}
-		out = append(out, string(buf[:n]))
-	}
-	if len(out) == 0 {
-		return ""
-	}
-	return " (" + strings.Join(out, "; ") + ")"
 }
 
 func (m *fuseMount) serveInProcess(t testing.TB, img string, fuseFD int, cfg mountConfig, fail func(string, ...any)) {
