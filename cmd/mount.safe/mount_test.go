@@ -148,7 +148,7 @@ func TestSpawnMount(t *testing.T) {
 	// The daemon exits once the kernel ends the connection.
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if !daemonRunning(img) {
+		if countDaemons() == 0 {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -156,35 +156,32 @@ func TestSpawnMount(t *testing.T) {
 	t.Errorf("safefsd still running 10 s after unmount")
 }
 
+// daemonPIDs lists the live safefsd processes (zombies awaiting their
+// reaper are gone for our purposes).
+func daemonPIDs() []string {
+	var pids []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil || strings.TrimSpace(string(comm)) != "safefsd" {
+			continue
+		}
+		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if !strings.Contains(string(stat), ") Z ") {
+			pids = append(pids, e.Name())
+		}
+	}
+	return pids
+}
+
 // daemonPID returns the pid of the (one) running safefsd.
 func daemonPID(t *testing.T) string {
 	t.Helper()
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err == nil && strings.TrimSpace(string(comm)) == "safefsd" {
-			return e.Name()
-		}
+	pids := daemonPIDs()
+	if len(pids) == 0 {
+		t.Fatal("no safefsd process serves the mount")
 	}
-	t.Fatal("no safefsd process serves the mount")
-	return ""
-}
-
-// daemonRunning reports whether a safefsd process is alive (the image is
-// unique to this test, but the daemon does not name it: look for any).
-func daemonRunning(string) bool {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err == nil && strings.TrimSpace(string(comm)) == "safefsd" {
-			stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-			// A zombie awaiting its reaper is gone for our purposes.
-			if !strings.Contains(string(stat), ") Z ") {
-				return true
-			}
-		}
-	}
-	return false
+	return pids[0]
 }
 
 // TestFailures checks that each failure leaves nothing mounted, exits with
@@ -233,21 +230,7 @@ func TestFailures(t *testing.T) {
 }
 
 // countDaemons counts live safefsd processes.
-func countDaemons() int {
-	n := 0
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err != nil || strings.TrimSpace(string(comm)) != "safefsd" {
-			continue
-		}
-		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if !strings.Contains(string(stat), ") Z ") {
-			n++
-		}
-	}
-	return n
-}
+func countDaemons() int { return len(daemonPIDs()) }
 
 // mountThroughService mounts a small image through a service listening
 // on sock, walks it, unmounts, and checks that the per-mount daemon ended
