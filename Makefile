@@ -52,6 +52,7 @@ fmt-check:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags sandboxprobe ./cmd/safefsd
 
 test:
 	$(GO) test -count=1 -timeout 15m ./...

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -164,6 +165,10 @@ func mount(inv *invocation, logf, warn func(string, ...any)) error {
 }
 
 func daemonFailed(src string, err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return failf(exitFailure, "%s: the safefsd daemon stopped before the mount was ready; "+
+			"its log is in the journal (journalctl -u 'safefsd@*') or, when mount.safe started it, in the kernel log (dmesg)", src)
+	}
 	return failf(exitFailure, "%s: the safefsd daemon failed: %v", src, err)
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"safefs/internal/fdpass"
 	"safefs/internal/sandbox"
 	"safefs/internal/testimg"
 )
@@ -312,4 +314,91 @@ func TestSocketActivatedMount(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	mountThroughService(t, sock, 0)
+}
+
+// TestDaemonGoneDuringHandshake plays a daemon that dies at each step of
+// the handshake: mount.safe must report it, exit 32, and leave nothing
+// mounted.
+func TestDaemonGoneDuringHandshake(t *testing.T) {
+	requireMount(t)
+	img := testimg.Build(t, testimg.Spec{Name: "fail", MkfsArgs: []string{"-t", "ext4"}, SizeMB: 16, Tree: testimg.TreeSmall})
+	stages := []struct {
+		name string
+		play func(c *fdpass.Conn) error
+	}{
+		{"after hello", func(c *fdpass.Conn) error {
+			_, _, err := c.Expect(fdpass.THello)
+			return err
+		}},
+		{"after the source", func(c *fdpass.Conn) error {
+			if _, _, err := c.Expect(fdpass.THello); err != nil {
+				return err
+			}
+			if err := c.Send(&fdpass.FileRequest{ID: 1, Role: fdpass.RoleSource}); err != nil {
+				return err
+			}
+			_, files, err := c.Expect(fdpass.TFileReply)
+			for _, f := range files {
+				f.Close()
+			}
+			return err
+		}},
+		{"before answering INIT", func(c *fdpass.Conn) error {
+			if _, _, err := c.Expect(fdpass.THello); err != nil {
+				return err
+			}
+			if err := c.Send(&fdpass.FileRequest{ID: 1, Role: fdpass.RoleSource}); err != nil {
+				return err
+			}
+			_, files, err := c.Expect(fdpass.TFileReply)
+			for _, f := range files {
+				f.Close()
+			}
+			if err != nil {
+				return err
+			}
+			if err := c.Send(&fdpass.MountParams{Subtype: "ext4", ReadOnly: true, MaxRead: 1 << 20, BlockSize: 4096}); err != nil {
+				return err
+			}
+			_, files, err = c.Expect(fdpass.TFuseDevice)
+			for _, f := range files {
+				f.Close()
+			}
+			return err
+		}},
+	}
+	for _, s := range stages {
+		t.Run(s.name, func(t *testing.T) {
+			sock := filepath.Join(t.TempDir(), "fake.sock")
+			l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			played := make(chan error, 1)
+			go func() {
+				uc, err := l.AcceptUnix()
+				if err != nil {
+					played <- err
+					return
+				}
+				c := fdpass.NewConn(uc)
+				err = s.play(c)
+				c.Close() // the daemon dies here
+				played <- err
+			}()
+			dir := t.TempDir()
+			st, out := runMountEnv(t, []string{"SAFEFS_SOCKET=" + sock}, img, dir, "-o", "ro")
+			if err := <-played; err != nil {
+				t.Fatalf("fake daemon: %v", err)
+			}
+			if st != exitFailure || !strings.Contains(out, img) || !strings.Contains(out, "daemon stopped before the mount was ready") {
+				t.Errorf("exit %d, want %d and a message naming %s and the daemon's end:\n%s", st, exitFailure, img, out)
+			}
+			if isMountPoint(dir) {
+				unix.Unmount(dir, unix.MNT_DETACH)
+				t.Errorf("something was left mounted on %s", dir)
+			}
+		})
+	}
 }

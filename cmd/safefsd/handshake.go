@@ -66,6 +66,9 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	if _, err := sandbox.Confine(); err != nil {
 		return refuse("%s: %v", src, err)
 	}
+	if err := afterConfine(); err != nil {
+		return refuse("%s: %v", src, err)
+	}
 	size, err := deviceSize(dev)
 	if err != nil {
 		return refuse("%s: %v", src, err)
@@ -135,6 +138,11 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	srv.Serve()
 	return 0
 }
+
+// afterConfine runs as soon as the daemon is confined. A test build (the
+// sandboxprobe tag) replaces it with attempts to escape, which the
+// sandbox must stop.
+var afterConfine = func() error { return nil }
 
 // peerUID returns the uid of the process at the other end of conn, as
 // the kernel recorded it when the connection was made.

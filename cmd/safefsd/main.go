@@ -22,9 +22,9 @@
 // unmounts anything itself. The device is opened read-only and never
 // written, not even to replay a journal.
 //
-// Receiving the descriptors from mount.safe over a socket, and confining
-// the daemon (no privileges, seccomp) before it reads the device, come with
-// the helper/daemon protocol.
+// In every mode safefsd confines itself (internal/sandbox: an unprivileged
+// user, no capabilities, no_new_privs, a seccomp allow-list) once it holds
+// its descriptors and before it reads a byte of the filesystem.
 package main
 
 import (
