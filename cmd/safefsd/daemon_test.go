@@ -281,7 +281,7 @@ func TestSandboxHolds(t *testing.T) {
 		}
 		d.exit(t)
 	})
-	for _, probe := range []string{"socket", "execve", "mount", "ptrace", "setuid", "fork"} {
+	for _, probe := range []string{"socket", "execve", "mount", "ptrace", "setuid", "fork", "tiocsti"} {
 		t.Run(probe, func(t *testing.T) {
 			d := start(t, "sandboxprobe", "SAFEFSD_PROBE="+probe)
 			d.hello(t, img)

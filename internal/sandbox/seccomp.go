@@ -17,7 +17,7 @@ import (
 var allowed = []string{
 	// I/O on descriptors the daemon already holds.
 	"read", "write", "readv", "writev", "pread64", "preadv", "pwrite64",
-	"close", "fstat", "newfstatat", "lseek", "fcntl", "ioctl", "dup", "dup3",
+	"close", "fstat", "newfstatat", "lseek", "fcntl", "dup", "dup3",
 	"recvmsg", "sendmsg", "recvfrom", "sendto", "shutdown", "getsockopt", "getsockname", "getpeername",
 	"poll", "ppoll", "pselect6", "select",
 	"epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2", "eventfd2", "pipe2",
@@ -36,6 +36,12 @@ var allowed = []string{
 	// Leaving.
 	"exit", "exit_group",
 }
+
+// allowedIoctls lists the only ioctl requests the daemon makes: the size of
+// the block device. Any other request (TIOCSTI on an inherited terminal,
+// block device or FUSE control ioctls) kills the process like any other
+// call off the list.
+var allowedIoctls = []uint64{unix.BLKGETSIZE64}
 
 // LoadSeccomp installs the allow-list on every thread (TSYNC, which also
 // copies no_new_privs to threads that lacked it). The default action kills
@@ -86,6 +92,21 @@ func LoadSeccomp() error {
 	}
 	if err := f.AddRuleConditional(clone, seccomp.ActAllow, []seccomp.ScmpCondition{thread}); err != nil {
 		return fmt.Errorf("sandbox: seccomp: %w", err)
+	}
+	ioctl, err := seccomp.GetSyscallFromName("ioctl")
+	if err != nil {
+		return fmt.Errorf("sandbox: seccomp: %w", err)
+	}
+	for _, req := range allowedIoctls {
+		// The request is an unsigned int to the kernel: compare the low
+		// 32 bits only, whatever the caller left in the upper half.
+		c, err := seccomp.MakeCondition(1, seccomp.CompareMaskedEqual, 0xffffffff, req)
+		if err != nil {
+			return fmt.Errorf("sandbox: seccomp: %w", err)
+		}
+		if err := f.AddRuleConditional(ioctl, seccomp.ActAllow, []seccomp.ScmpCondition{c}); err != nil {
+			return fmt.Errorf("sandbox: seccomp: allowing ioctl %#x: %w", req, err)
+		}
 	}
 	// Opening files fails with EACCES rather than killing: libraries probe
 	// optional files (go-fuse reads /proc/sys/fs/fuse/max_pages_limit when
