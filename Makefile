@@ -26,7 +26,8 @@ FUZZ_TARGETS := \
 	./internal/ext4:FuzzXattrBlock \
 	./internal/ext4:FuzzImage \
 	./internal/ext4:FuzzDirHash \
-	./internal/fdpass:FuzzDecode
+	./internal/fdpass:FuzzDecode \
+	./internal/iomap:FuzzMap
 
 # Debian packages the build and the tests need.
 DEB_PACKAGES := e2fsprogs acl attr libseccomp-dev pkg-config gcc util-linux fuse3 systemd
@@ -60,6 +61,7 @@ test:
 # The concurrency tests again under the race detector.
 race:
 	$(GO) test -race -count=1 -short -run 'Concurrent' ./internal/ext4
+	$(GO) test -race -count=1 -short ./internal/fuseloop
 
 # Each fuzz target for FUZZTIME (default 3s), one after another. With a
 # short FUZZTIME the engine may stop while an execution is still running and

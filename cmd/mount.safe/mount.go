@@ -16,6 +16,7 @@ import (
 
 	"safefs/internal/fdpass"
 	"safefs/internal/fusemount"
+	"safefs/internal/iomap/abi"
 )
 
 // socketPath is where the socket-activated service listens. The
@@ -138,6 +139,7 @@ func mount(inv *invocation, logf, warn func(string, ...any)) error {
 		return failf(exitSystem, "%s: opening /dev/fuse: %v (is the fuse module loaded?)", src, errors.Unwrap(err))
 	}
 	defer fuse.Close()
+	grantIomap(fuse, logf)
 	fsfd, err := createSuperblock(src, int(fuse.Fd()), block, params)
 	if err != nil {
 		conn.Send(&fdpass.Error{Message: err.Error()})
@@ -170,6 +172,24 @@ func daemonFailed(src string, err error) error {
 			"its log is in the journal (journalctl -u 'safefsd@*') or, when mount.safe started it, in the kernel log (dmesg)", src)
 	}
 	return failf(exitFailure, "%s: the safefsd daemon failed: %v", src, err)
+}
+
+// grantIomap allows the connection on fuse to use FUSE iomap, so that the
+// kernel can do the data I/O of a block device mount itself once the
+// daemon hands it mappings. Only a task with CAP_SYS_RAWIO may grant it,
+// and only before the descriptor goes to the unprivileged daemon. A kernel
+// without iomap answers ENOTTY: the mount then serves data through the
+// daemon, as FUSE always has.
+func grantIomap(fuse *os.File, logf func(string, ...any)) {
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, fuse.Fd(), abi.DevIocAddIomap, 0)
+	switch e {
+	case 0:
+		logf("FUSE iomap granted to the connection")
+	case unix.ENOTTY, unix.EINVAL:
+		logf("this kernel has no FUSE iomap: data will go through the daemon")
+	default:
+		logf("granting FUSE iomap: %v; data will go through the daemon", e)
+	}
 }
 
 // openSource opens the mount source for the daemon: only a block device or

@@ -248,6 +248,11 @@ func mountThroughService(t *testing.T, sock string, base int) {
 	if !strings.Contains(out, "connected to "+sock) {
 		t.Errorf("mount.safe did not use the service:\n%s", out)
 	}
+	// mount.safe tries to grant FUSE iomap and says how that went (this
+	// kernel may or may not have it).
+	if !strings.Contains(out, "FUSE iomap") {
+		t.Errorf("mount.safe -v says nothing about FUSE iomap:\n%s", out)
+	}
 	testimg.Compare(t, testimg.KernelWalk(t, img), testimg.Walk(t, dir), testimg.CompareOpts{})
 	if err := unix.Unmount(dir, 0); err != nil {
 		t.Fatalf("umount: %v", err)

@@ -12,6 +12,7 @@ import (
 	"safefs/internal/ext4"
 	"safefs/internal/fdpass"
 	"safefs/internal/fusefs"
+	"safefs/internal/iomap/abi"
 	"safefs/internal/sandbox"
 )
 
@@ -122,7 +123,14 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	if err != nil {
 		return refuse("%s: %v", src, err)
 	}
-	srv, err := fusefs.NewServer(fuseFD, fsys, fusefs.Options{Logf: log.Printf, Errors: errs, Debug: debugFUSE})
+	opts := fusefs.Options{Logf: log.Printf, Errors: errs, Debug: debugFUSE}
+	if reply.Block {
+		// A block device is mounted as fuseblk, whose own device is
+		// iomap cookie 1: the kernel can then read file data itself
+		// if it offers iomap.
+		opts.IomapDevice = abi.DevFuseblk
+	}
+	srv, err := fusefs.NewServer(fuseFD, fsys, opts)
 	if err != nil {
 		return refuse("%s: %v", src, err)
 	}
@@ -135,7 +143,10 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 		conn.Recv()
 		conn.Close()
 	}()
-	srv.Serve()
+	if err := srv.Serve(); err != nil {
+		log.Printf("%s: %v", src, err)
+		return exitFailure
+	}
 	return 0
 }
 

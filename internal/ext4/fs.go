@@ -101,6 +101,11 @@ func Open(dev io.ReaderAt, opts *Options) (*FS, error) {
 // Superblock returns the parsed superblock. The caller must not modify it.
 func (fs *FS) Superblock() *Superblock { return fs.sb }
 
+// Device returns the reader the filesystem was opened on: file data is
+// read from it directly (internal/iomap), at the addresses the mappings
+// give.
+func (fs *FS) Device() io.ReaderAt { return fs.dev }
+
 // BlockSize returns the filesystem block size in bytes.
 func (fs *FS) BlockSize() uint32 { return fs.blockSize }
 

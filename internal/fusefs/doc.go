@@ -11,8 +11,17 @@
 // to release, and memory does not grow with the number of objects the
 // kernel has looked up.
 //
+// File data comes from internal/iomap's mappings: READ and
+// SEEK_DATA/SEEK_HOLE are answered from them, and when the kernel offers
+// FUSE iomap (and the mount is a fuseblk mount, so that the block device
+// has a cookie), regular files are marked FUSE_ATTR_IOMAP and the kernel
+// asks for the mappings (FUSE_IOMAP_BEGIN) and reads the device itself.
+// go-fuse does not know the iomap opcodes, so the server's /dev/fuse loop
+// is internal/fuseloop, which answers them here and hands everything else
+// to go-fuse.
+//
 // The server never mounts anything. It serves a /dev/fuse descriptor that a
-// privileged helper opened and mounted (go-fuse's /dev/fd/N convention);
+// privileged helper opened and mounted;
 // the helper puts the mount options (allow_other, default_permissions,
 // max_read, ro) into the mount itself. See Serve and NewServer.
 //

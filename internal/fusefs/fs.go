@@ -5,12 +5,16 @@ import (
 	"log"
 	"math"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"safefs/internal/ext4"
+	"safefs/internal/fuseloop"
+	"safefs/internal/iomap"
+	"safefs/internal/iomap/abi"
 )
 
 // DefaultTimeout is how long the kernel may trust an entry, a negative
@@ -37,6 +41,12 @@ type Options struct {
 	Timeout time.Duration
 	// Debug makes go-fuse log every request and reply.
 	Debug bool
+	// IomapDevice is the device cookie FUSE iomap mappings name: on a
+	// fuseblk mount, abi.DevFuseblk, the mount's own block device, which
+	// is the device the filesystem is read from. abi.DevNull (zero)
+	// declines iomap, which a mount of an image file must: the kernel
+	// would have no block device to read.
+	IomapDevice uint32
 }
 
 // FS implements fuse.RawFileSystem over an *ext4.FS, read-only. Requests
@@ -56,6 +66,16 @@ type FS struct {
 	ttl       time.Duration
 	blockSize uint32
 	debug     bool
+
+	// maps answers where file data lives, for READ, lseek and iomap.
+	maps *iomap.Engine
+	// iomapDev is Options.IomapDevice; iomapActive is set once INIT
+	// negotiated iomap with it.
+	iomapDev    uint32
+	iomapActive atomic.Bool
+	// loop serves the connection and sends notifications (nil when
+	// served by something else, such as go-fuse's own server in tests).
+	loop atomic.Pointer[fuseloop.Loop]
 }
 
 // New returns a read-only FUSE filesystem serving fsys.
@@ -80,6 +100,8 @@ func New(fsys *ext4.FS, opts Options) *FS {
 		ttl:           ttl,
 		blockSize:     fsys.BlockSize(),
 		debug:         opts.Debug,
+		maps:          iomap.New(fsys, fsys.Device()),
+		iomapDev:      opts.IomapDevice,
 	}
 }
 
@@ -204,6 +226,9 @@ func (f *FS) fillAttr(in *ext4.Inode, a *fuse.Attr) {
 	}
 	if t := in.Type(); t == ext4.ModeChar || t == ext4.ModeBlock {
 		a.Rdev = encodeDev(in.Rdev())
+	}
+	if f.usesIomap(in) {
+		a.Flags |= abi.AttrIomap
 	}
 }
 

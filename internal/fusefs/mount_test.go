@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +20,7 @@ import (
 
 	"safefs/internal/ext4"
 	"safefs/internal/fusefs"
+	"safefs/internal/fuseloop"
 	"safefs/internal/fusemount"
 	"safefs/internal/testimg"
 )
@@ -224,12 +224,12 @@ func (m *fuseMount) serveInProcess(t testing.TB, img string, fuseFD int, cfg mou
 		fail("ext4.Open %s: %v", img, err)
 	}
 	opts := fusefs.Options{Logf: m.logs.logf, Errors: errs}
-	var srv *fuse.Server
+	var srv *fuseloop.Loop
 	if cfg.wrapFS == nil {
 		srv, err = fusefs.NewServer(fuseFD, fsys, opts)
 	} else {
 		fs := fusefs.New(fsys, opts)
-		srv, err = fuse.NewServer(cfg.wrapFS(fs), "/dev/fd/"+strconv.Itoa(fuseFD), fs.MountOptions())
+		srv, err = fuseloop.New(fuseFD, cfg.wrapFS(fs), fs.MountOptions(), fuseloop.Options{Logf: m.logs.logf})
 	}
 	if err != nil {
 		f.Close()

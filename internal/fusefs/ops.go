@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"safefs/internal/ext4"
+	"safefs/internal/iomap"
 )
 
 // maxNameLen is EXT4_NAME_LEN. The kernel's ext4 answers ENAMETOOLONG for
@@ -311,9 +312,10 @@ func (f *FS) Open(cancel <-chan struct{}, input *fuse.OpenIn, out *fuse.OpenOut)
 	return fuse.OK
 }
 
-// Read reads file data. internal/ext4 reads each contiguous extent of the
-// range with one device read, so a 1 MiB request over an unfragmented file
-// is one pread.
+// Read reads file data through the mapping engine, which reads each
+// merged mapping of the range with one device read: a 1 MiB request over
+// an unfragmented file is one pread. (With FUSE iomap, regular files other
+// than inline-data ones are read by the kernel itself and never get here.)
 func (f *FS) Read(cancel <-chan struct{}, input *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	in, st := f.inode(&input.InHeader, "read")
 	if !st.Ok() {
@@ -326,7 +328,7 @@ func (f *FS) Read(cancel <-chan struct{}, input *fuse.ReadIn, buf []byte) (fuse.
 		return nil, fuse.EINVAL
 	}
 	n := min(len(buf), int(input.Size))
-	got, err := f.fsys.ReadAt(in, buf[:n], int64(input.Offset))
+	got, err := f.maps.ReadAt(in, buf[:n], int64(input.Offset))
 	if err != nil && err != io.EOF {
 		// No partial data: FUSE takes a short read of a cached file as
 		// the end of the file and would shrink its size in the kernel.
@@ -430,9 +432,9 @@ func xattrReply(val, dest []byte) (uint32, fuse.Status) {
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE (the kernel handles the other
-// whences itself) from the file's block mapping. As on the kernel's ext4,
-// mapped blocks are data and holes and unwritten (preallocated) extents
-// are holes, clipped to i_size; inline data is all data.
+// whences itself) from the mapping engine: as on the kernel's ext4, mapped
+// blocks are data and holes and unwritten (preallocated) extents are
+// holes, clipped to i_size; inline data is all data.
 func (f *FS) Lseek(cancel <-chan struct{}, input *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
 	in, st := f.inode(&input.InHeader, "lseek")
 	if !st.Ok() {
@@ -444,63 +446,17 @@ func (f *FS) Lseek(cancel <-chan struct{}, input *fuse.LseekIn, out *fuse.LseekO
 	if !in.IsRegular() {
 		return fuse.EINVAL
 	}
-	off, err := f.seek(in, input.Offset, input.Whence == unix.SEEK_DATA)
-	if err != nil {
-		if err == errNoData {
-			return fuse.Status(syscall.ENXIO)
-		}
+	off, err := f.maps.Seek(in, input.Offset, int(input.Whence))
+	switch {
+	case errors.Is(err, iomap.ErrNoData):
+		return fuse.Status(syscall.ENXIO)
+	case errors.Is(err, iomap.ErrOffset):
+		return fuse.EINVAL
+	case err != nil:
 		return f.fail(err, fmt.Sprintf("lseek of inode %d from offset %d", in.Ino, input.Offset))
 	}
 	out.Offset = off
 	return fuse.OK
-}
-
-var errNoData = errors.New("no data past the offset")
-
-// seek finds the first data (wantData) or hole byte at or after off.
-func (f *FS) seek(in *ext4.Inode, off uint64, wantData bool) (uint64, error) {
-	size := in.Size
-	if off >= size {
-		return 0, errNoData
-	}
-	if in.HasInlineData() {
-		if wantData {
-			return off, nil
-		}
-		return size, nil
-	}
-	bs := uint64(f.blockSize)
-	end := (size + bs - 1) / bs
-	// Each step moves past one extent (at least one block), so the loop
-	// runs at most once per block of the file.
-	for lblk := off / bs; lblk < end; {
-		ext, err := f.fsys.MapBlock(in, lblk)
-		if err != nil {
-			return 0, err
-		}
-		isData := ext.Kind == ext4.Mapped || ext.Kind == ext4.Inline
-		if isData == wantData {
-			pos := max(off, lblk*bs)
-			if wantData {
-				if pos >= size {
-					return 0, errNoData
-				}
-				return pos, nil
-			}
-			return min(pos, size), nil
-		}
-		next := ext.Logical + ext.Len
-		if ext.Len == 0 || next <= lblk || next < ext.Logical {
-			// A hole to the end of the address space, or an extent that
-			// does not cover lblk: either way nothing follows.
-			break
-		}
-		lblk = next
-	}
-	if wantData {
-		return 0, errNoData
-	}
-	return size, nil
 }
 
 // ioctl commands. The kernel turns FS_IOC_GETFLAGS (lsattr) and

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"log"
-	"strconv"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"safefs/internal/ext4"
+	"safefs/internal/fuseloop"
 )
 
 // MaxRequest is the largest READ the server asks for: the kernel's
@@ -60,18 +60,27 @@ func (w logWriter) Write(p []byte) (int, error) {
 // yet attached), and returns a server ready to Serve. The server owns
 // fuseFD from then on, also when NewServer fails. It mounts nothing.
 //
+// The server reads /dev/fuse with internal/fuseloop, which answers the
+// FUSE iomap opcodes (unknown to go-fuse) here and hands every other
+// request to go-fuse's protocol code.
+//
 // fsys should have been opened on a device wrapped by LimitDevice, so that
 // parallel requests cannot make parallel device reads without bound.
-func NewServer(fuseFD int, fsys *ext4.FS, opts Options) (*fuse.Server, error) {
+func NewServer(fuseFD int, fsys *ext4.FS, opts Options) (*fuseloop.Loop, error) {
 	if fuseFD <= 0 {
 		return nil, fmt.Errorf("fusefs: invalid /dev/fuse descriptor %d", fuseFD)
 	}
 	fs := New(fsys, opts)
-	srv, err := fuse.NewServer(fs, "/dev/fd/"+strconv.Itoa(fuseFD), fs.MountOptions())
+	loop, err := fuseloop.New(fuseFD, fs, fs.MountOptions(), fuseloop.Options{
+		Extensions: fs.extensions(),
+		InitHook:   fs.initHook,
+		Logf:       fs.logf,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("fusefs: starting the FUSE session on descriptor %d: %w", fuseFD, err)
 	}
-	return srv, nil
+	fs.loop.Store(loop)
+	return loop, nil
 }
 
 // Serve serves fsys on fuseFD until the filesystem is unmounted (the
@@ -82,6 +91,5 @@ func Serve(fuseFD int, fsys *ext4.FS, opts Options) error {
 	if err != nil {
 		return err
 	}
-	srv.Serve()
-	return nil
+	return srv.Serve()
 }

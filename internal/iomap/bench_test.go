@@ -1,6 +1,8 @@
 package iomap_test
 
 import (
+	"safefs/internal/testimg"
+
 	"io"
 	"math/rand/v2"
 	"testing"
@@ -12,7 +14,7 @@ import (
 // requests would; the whole file per op (every mapping merged as far as it
 // goes); and the 40 MiB contiguous file of two extents in one mapping.
 func BenchmarkMap(b *testing.B) {
-	fsys, e := openImage(b, layoutImage(b))
+	fsys, e := openImage(b, testimg.LayoutImage(b))
 	frag := resolve(b, fsys, "frag")
 	bs := uint64(e.BlockSize())
 	nblocks := frag.Size / bs
@@ -59,7 +61,7 @@ func BenchmarkMap(b *testing.B) {
 // requests (the kernel's usual FUSE READ size with read-ahead), through
 // the engine and, for comparison, through internal/ext4's reader.
 func BenchmarkReadAt(b *testing.B) {
-	fsys, e := openImage(b, layoutImage(b))
+	fsys, e := openImage(b, testimg.LayoutImage(b))
 	buf := make([]byte, 128<<10)
 	for _, name := range []string{"frag", "contig"} {
 		in := resolve(b, fsys, name)

@@ -21,9 +21,9 @@ import (
 // device blocks for "mixed"; the engine must merge contig into one mapping
 // and keep mixed in three.
 func TestLayoutImage(t *testing.T) {
-	img := layoutImage(t)
+	img := testimg.LayoutImage(t)
 	fsys, e := openImage(t, img)
-	bs := uint64(layoutBlockSize)
+	bs := uint64(testimg.LayoutBlockSize)
 
 	exts := testimg.DebugfsExtentsBatch(t, img, []string{"/frag", "/contig", "/mixed"})
 	single := 0
@@ -32,8 +32,8 @@ func TestLayoutImage(t *testing.T) {
 			single++
 		}
 	}
-	if single < layoutPieces/3 {
-		t.Errorf("frag has %d scattered one-block extents, want at least %d", single, layoutPieces/3)
+	if single < testimg.LayoutPieces/3 {
+		t.Errorf("frag has %d scattered one-block extents, want at least %d", single, testimg.LayoutPieces/3)
 	}
 	frag := resolve(t, fsys, "frag")
 	segs, err := engineWalk(e, frag)
@@ -51,7 +51,7 @@ func TestLayoutImage(t *testing.T) {
 	}
 	contig := resolve(t, fsys, "contig")
 	m, err := e.Map(contig, 0, contig.Size)
-	want := iomap.Mapping{Offset: 0, Length: layoutContigLen, Addr: c[0].Physical * bs, Type: abi.TypeMapped}
+	want := iomap.Mapping{Offset: 0, Length: testimg.LayoutContigLen, Addr: c[0].Physical * bs, Type: abi.TypeMapped}
 	if err != nil || m != want {
 		t.Errorf("contig: Map = %v, %v; want %v", m, err, want)
 	}
@@ -96,7 +96,7 @@ func TestLayoutImage(t *testing.T) {
 // MaxLFSFileSize+1; a zero count is one byte; positions past
 // MaxLFSFileSize are refused; and non-regular files have no mappings.
 func TestMapRequests(t *testing.T) {
-	fsys, e := openImage(t, layoutImage(t))
+	fsys, e := openImage(t, testimg.LayoutImage(t))
 	in := resolve(t, fsys, "mixed")
 	bs := uint64(e.BlockSize())
 	for _, c := range []struct {
@@ -138,7 +138,7 @@ func TestMapRequests(t *testing.T) {
 // mapping and PURE_OVERWRITE, and the reply passes the kernel's checks;
 // writes are refused with EROFS.
 func TestBegin(t *testing.T) {
-	fsys, e := openImage(t, layoutImage(t))
+	fsys, e := openImage(t, testimg.LayoutImage(t))
 	in := resolve(t, fsys, "mixed")
 	for _, op := range []uint32{0, abi.OpDirect, abi.OpReport, abi.OpFault} {
 		req := abi.BeginIn{OpFlags: op, AttrIno: uint64(in.Ino), Pos: 9000, Count: 100000}
@@ -164,7 +164,7 @@ func TestBegin(t *testing.T) {
 // offsets through the engine and through internal/ext4's own reader, which
 // does not go through the engine's merging.
 func TestReadAtMatchesExt4(t *testing.T) {
-	fsys, e := openImage(t, layoutImage(t))
+	fsys, e := openImage(t, testimg.LayoutImage(t))
 	for _, name := range []string{"frag", "contig", "mixed"} {
 		in := resolve(t, fsys, name)
 		for _, c := range []struct{ off, n int64 }{{0, 1}, {1023, 2}, {5000, 70000}, {0, int64(in.Size) + 10}, {int64(in.Size) - 3, 7}, {int64(in.Size), 5}} {
@@ -193,9 +193,9 @@ func (c *countingDev) ReadAt(p []byte, off int64) (int, error) {
 // device read per merged mapping, so that a whole contiguous file is one
 // read although it has two extents.
 func TestReadAtOneReadPerMapping(t *testing.T) {
-	fsys, e := openImage(t, layoutImage(t))
+	fsys, e := openImage(t, testimg.LayoutImage(t))
 	in := resolve(t, fsys, "contig")
-	f, err := os.Open(layoutImage(t))
+	f, err := os.Open(testimg.LayoutImage(t))
 	if err != nil {
 		t.Fatal(err)
 	}

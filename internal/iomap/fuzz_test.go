@@ -52,7 +52,7 @@ var errNoTool = errors.New("e2fsprogs tool missing")
 
 func buildFuzzBases() ([]fuzzBase, error) {
 	for _, tool := range []string{"mkfs.ext4", "debugfs"} {
-		if _, err := lookTool(tool); err != nil {
+		if _, err := testimg.FindTool(tool); err != nil {
 			return nil, fmt.Errorf("%w: %v", errNoTool, err)
 		}
 	}
@@ -75,7 +75,7 @@ func buildFuzzBases() ([]fuzzBase, error) {
 		}
 		defer f.Close()
 		for i, off := range offs {
-			if _, err := f.WriteAt(randData(uint64(i)+7, 1024), off); err != nil {
+			if _, err := f.WriteAt(testimg.LayoutData(uint64(i)+7, 1024), off); err != nil {
 				return err
 			}
 		}
@@ -109,7 +109,7 @@ func buildFuzzBases() ([]fuzzBase, error) {
 		{"blockmap", "ext2", "^dir_index", nil, []string{"deep", "frag", "small"}},
 	} {
 		img := filepath.Join(dir, b.name+".img")
-		if err := run(dir, conf, "mkfs.ext4", "-q", "-F", "-t", b.typ, "-b", "1024", "-I", "256", "-N", "64", "-O", b.features,
+		if err := testimg.RunE2fsprogs(dir, conf, "mkfs.ext4", "-q", "-F", "-t", b.typ, "-b", "1024", "-I", "256", "-N", "64", "-O", b.features,
 			"-U", testimg.UUID, "-E", "hash_seed="+testimg.HashSeed, "-d", src, img, "2M"); err != nil {
 			return nil, err
 		}
@@ -118,7 +118,7 @@ func buildFuzzBases() ([]fuzzBase, error) {
 			if err := os.WriteFile(cmds, []byte(strings.Join(b.debugfs, "\n")+"\n"), 0o644); err != nil {
 				return nil, err
 			}
-			if err := run(dir, conf, "debugfs", "-w", "-f", cmds, img); err != nil {
+			if err := testimg.RunE2fsprogs(dir, conf, "debugfs", "-w", "-f", cmds, img); err != nil {
 				return nil, err
 			}
 		}

@@ -437,7 +437,7 @@ func TestKernelOracle(t *testing.T) {
 		}
 		images = append(images, image{spec.Name, func(t *testing.T) string { return testimg.Build(t, spec) }})
 	}
-	images = append(images, image{"layout", func(t *testing.T) string { return layoutImage(t) }})
+	images = append(images, image{"layout", func(t *testing.T) string { return testimg.LayoutImage(t) }})
 	// Builds are serialized (testimg.Build holds a lock) and the mmp
 	// image's takes 22 seconds (libext2fs opens it read-write twice, for
 	// the debugfs fix-ups and for e2fsck -fyD, and each open sleeps out

@@ -233,6 +233,7 @@ func Cleanup() {
 		}
 	}
 	workDir = ""
+	removeLayout()
 	sources = map[string]*genTree{}
 	images = map[string]string{}
 	failures = map[string]string{}

@@ -63,8 +63,8 @@ func CheckBeginReply(in BeginIn, out BeginOut, blockSize uint32, validDev func(u
 
 // Check applies the kernel's checks, in the kernel's order, to the reply
 // out to the request in. The checks are those of the fuse-iomap branch
-// (see abi.go); they follow /work/shared/iomap-abi.md, which is also what
-// the newest branch does for PURE_OVERWRITE (dev 0 and NullAddr, no flags).
+// (see abi.go), including what the newest branch requires of
+// PURE_OVERWRITE (dev 0 and NullAddr, no flags).
 func (c BeginCheck) Check(in BeginIn, out BeginOut) error {
 	if err := c.checkMapping(&out.Read, "read"); err != nil {
 		return err
