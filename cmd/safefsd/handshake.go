@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"path/filepath"
 	"slices"
 
 	"golang.org/x/sys/unix"
@@ -123,7 +124,7 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	if err != nil {
 		return refuse("%s: %v", src, err)
 	}
-	opts := fusefs.Options{Logf: log.Printf, Errors: errs, Debug: debugFUSE}
+	opts := fusefs.Options{Logf: log.Printf, Errors: errs, Debug: debugFUSE, Source: filepath.Base(src)}
 	if reply.Block {
 		// A block device is mounted as fuseblk, whose own device is
 		// iomap cookie 1: the kernel can then read file data itself

@@ -47,6 +47,10 @@ type Options struct {
 	// declines iomap, which a mount of an image file must: the kernel
 	// would have no block device to read.
 	IomapDevice uint32
+	// Source names the filesystem in the kernel's messages about the
+	// mount (s_id, as FUSE_IOMAP_CONFIG sets it): the device's name, such
+	// as "sdb1". At most 31 bytes are used.
+	Source string
 }
 
 // FS implements fuse.RawFileSystem over an *ext4.FS, read-only. Requests
@@ -73,6 +77,7 @@ type FS struct {
 	// negotiated iomap with it.
 	iomapDev    uint32
 	iomapActive atomic.Bool
+	source      string
 	// loop serves the connection and sends notifications (nil when
 	// served by something else, such as go-fuse's own server in tests).
 	loop atomic.Pointer[fuseloop.Loop]
@@ -102,6 +107,7 @@ func New(fsys *ext4.FS, opts Options) *FS {
 		debug:         opts.Debug,
 		maps:          iomap.New(fsys, fsys.Device()),
 		iomapDev:      opts.IomapDevice,
+		source:        opts.Source,
 	}
 }
 

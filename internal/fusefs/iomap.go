@@ -77,8 +77,8 @@ func (f *FS) extensions() map[uint32]fuseloop.Handler {
 }
 
 // iomapConfig answers FUSE_IOMAP_CONFIG with the superblock's geometry and
-// limits, as the kernel's ext4 sets them on its own superblock. s_id is
-// left to the kernel (the block device's name).
+// limits, as the kernel's ext4 sets them on its own superblock, and the
+// source's name as s_id.
 func (f *FS) iomapConfig(req fuseloop.Request) ([]byte, syscall.Errno) {
 	var in abi.ConfigIn
 	if err := abi.Unmarshal(req.Payload, &in); err != nil {
@@ -87,13 +87,19 @@ func (f *FS) iomapConfig(req fuseloop.Request) ([]byte, syscall.Errno) {
 	}
 	sb := f.fsys.Superblock()
 	out := abi.ConfigOut{
-		Flags:     abi.ConfigUUID | abi.ConfigBlockSize | abi.ConfigMaxLinks | abi.ConfigTime,
+		Flags:     abi.ConfigUUID | abi.ConfigBlockSize | abi.ConfigMaxLinks | abi.ConfigTime | abi.ConfigMaxBytes,
 		UUIDLen:   16,
 		BlockSize: f.blockSize,
 		MaxLinks:  ext4LinkMax,
 		TimeGran:  1,
 		TimeMin:   ext4TimeMin,
 		TimeMax:   ext4TimeMaxExtra,
+		MaxBytes:  ext4MaxBytes(sb),
+	}
+	if f.source != "" {
+		// NUL-terminated within the 32 bytes.
+		copy(out.SID[:len(out.SID)-1], f.source)
+		out.Flags |= abi.ConfigSID
 	}
 	copy(out.UUID[:], sb.UUID[:])
 	if sb.InodeSize <= 128 {
@@ -160,4 +166,16 @@ func (f *FS) upsertNext(node uint64, in *ext4.Inode, pos uint64) {
 	if err := loop.Notify(abi.NotifyIomapUpsertMappings, abi.Marshal(&msg)); err != nil && f.debug {
 		f.logf("IOMAP_UPSERT_MAPPINGS for inode %d at %d: %v", in.Ino, pos, err)
 	}
+}
+
+// ext4MaxBytes is s_maxbytes as the kernel's ext4 computes it
+// (ext4_max_size): extents address 2^32-1 blocks, and without huge_file
+// i_blocks, a 32-bit count of 512-byte sectors, limits the size further.
+func ext4MaxBytes(sb *ext4.Superblock) int64 {
+	bits := uint(10 + sb.LogBlockSize)
+	upper := uint64(abi.MaxLFSFileSize)
+	if !sb.HasRoCompat(ext4.RoCompatHugeFile) {
+		upper = (1<<32 - 1) >> (bits - 9) << bits
+	}
+	return int64(min(uint64(1<<32-1)<<bits, upper))
 }

@@ -86,7 +86,7 @@ func startSim(t *testing.T, img string, iomap bool) (*simKernel, *fuse.InitOut) 
 	}
 	k.send(opInit, 0, body(&in))
 	go func() {
-		srv, err := fusefs.NewServer(fds[0], fsys, fusefs.Options{Logf: t.Logf, IomapDevice: abi.DevFuseblk})
+		srv, err := fusefs.NewServer(fds[0], fsys, fusefs.Options{Logf: t.Logf, IomapDevice: abi.DevFuseblk, Source: simSource})
 		if err != nil {
 			k.served <- err
 			return
@@ -121,6 +121,9 @@ func startSim(t *testing.T, img string, iomap bool) (*simKernel, *fuse.InitOut) 
 	}
 	return k, &out
 }
+
+// simSource is the source name the simulated mount gives the server.
+const simSource = "loop7"
 
 // body returns the bytes of a go-fuse request struct after its header.
 func body[T any](v *T) []byte {
@@ -256,6 +259,23 @@ func checkConfig(t *testing.T, img string, c abi.ConfigOut) {
 	}
 	if is, _ := strconv.Atoi(field("Inode size")); (is > 128) != (c.TimeGran == 1) {
 		t.Errorf("inode size %d but time granularity %d ns", is, c.TimeGran)
+	}
+	if sid, _, _ := strings.Cut(string(c.SID[:]), "\x00"); c.Flags&abi.ConfigSID == 0 || sid != simSource {
+		t.Errorf("config s_id %q, want %q", sid, simSource)
+	}
+	// s_maxbytes by ext4_max_size: 2^32-1 blocks, and without huge_file
+	// the 32-bit count of 512-byte sectors.
+	bits, _ := strconv.Atoi(field("Block size"))
+	shift := 0
+	for 1<<shift < bits {
+		shift++
+	}
+	want := uint64(1<<32-1) << shift
+	if !strings.Contains(" "+field("Filesystem features")+" ", " huge_file ") {
+		want = min(want, uint64(1<<32-1)>>(shift-9)<<shift)
+	}
+	if c.Flags&abi.ConfigMaxBytes == 0 || uint64(c.MaxBytes) != want {
+		t.Errorf("config s_maxbytes %d, want %d", c.MaxBytes, want)
 	}
 }
 
