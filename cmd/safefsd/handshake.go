@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"safefs/internal/ext4"
 	"safefs/internal/fdpass"
 	"safefs/internal/fusefs"
 	"safefs/internal/iomap/abi"
@@ -71,31 +70,11 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	if err := afterConfine(); err != nil {
 		return refuse("%s: %v", src, err)
 	}
-	size, err := deviceSize(dev)
+	o, err := openFilesystem(src, dev, slices.Contains(hello.Options, "norecovery"))
 	if err != nil {
-		return refuse("%s: %v", src, err)
+		return refuse("%v", err)
 	}
-	if size < ext4.SuperblockOffset+ext4.SuperblockSize {
-		return refuse("%s: not an ext2/ext3/ext4 filesystem: %d bytes is too small to hold a superblock", src, size)
-	}
-	errs := fusefs.NewErrorLog(func(format string, a ...any) { log.Printf(src+": "+format, a...) })
-	fsys, err := ext4.Open(fusefs.LimitDevice(dev, 0), &ext4.Options{
-		DeviceSize: size,
-		NoRecovery: slices.Contains(hello.Options, "norecovery"),
-		Report:     errs.Report,
-	})
-	if err != nil {
-		msg := explainOpen(src, err)
-		if errors.Is(err, ext4.ErrNeedsRecovery) {
-			msg = fmt.Sprintf("%s: the filesystem was not cleanly unmounted and its journal needs recovery, which a read-only mount must not write; "+
-				"run e2fsck on it, or mount it with -o norecovery to see it without the journal's recent changes", src)
-		}
-		return refuse("%s", msg)
-	}
-	var warnings []string
-	if fsys.Superblock().NeedsRecovery() {
-		warnings = append(warnings, "the journal needs recovery and was not replayed (norecovery): recent changes are missing")
-	}
+	fsys, errs, warnings := o.fsys, o.errs, o.warnings
 	if err := conn.Send(&fdpass.MountParams{
 		Subtype:   "ext4",
 		ReadOnly:  true,

@@ -165,26 +165,15 @@ already mounted; safefsd exits with status 0 when that mount is unmounted.
 		log.Printf("%s: %v", name, err)
 		return exitFailure
 	}
-	size, err := deviceSize(dev)
+	o, err := openFilesystem(name, dev, *noRecovery)
 	if err != nil {
-		log.Printf("%s: %v", name, err)
+		log.Print(err)
 		return exitFailure
 	}
-
-	if size < ext4.SuperblockOffset+ext4.SuperblockSize {
-		log.Printf("%s: not a filesystem safefsd can serve: %d bytes is too small to hold an ext2/ext3/ext4 superblock", name, size)
-		return exitFailure
+	for _, w := range o.warnings {
+		log.Printf("%s: %s", name, w)
 	}
-	errs := fusefs.NewErrorLog(func(format string, a ...any) { log.Printf(name+": "+format, a...) })
-	fsys, err := ext4.Open(fusefs.LimitDevice(dev, 0), &ext4.Options{
-		DeviceSize: size,
-		NoRecovery: *noRecovery,
-		Report:     errs.Report,
-	})
-	if err != nil {
-		log.Print(explainOpen(name, err))
-		return exitFailure
-	}
+	fsys, errs := o.fsys, o.errs
 	err = fusefs.Serve(*fuseFD, fsys, fusefs.Options{
 		Logf:   log.Printf,
 		Errors: errs,
@@ -249,7 +238,7 @@ func explainOpen(name string, err error) string {
 	switch {
 	case errors.Is(err, ext4.ErrNeedsRecovery):
 		return fmt.Sprintf("%s: the filesystem was not cleanly unmounted and its journal needs recovery, which a read-only mount must not write; "+
-			"run e2fsck on it, or serve it without the journal's recent changes with --norecovery", name)
+			"run e2fsck on it, or mount it with -o norecovery (safefsd --norecovery) to see it without the journal's recent changes", name)
 	case errors.As(err, &feat):
 		return fmt.Sprintf("%s: the filesystem uses the feature %q, which safefsd cannot serve (%s)", name, feat.Feature, feat.Reason)
 	case errors.As(err, &fe):
