@@ -327,50 +327,49 @@ func TestSocketActivatedMount(t *testing.T) {
 func TestDaemonGoneDuringHandshake(t *testing.T) {
 	requireMount(t)
 	img := testimg.Build(t, testimg.Spec{Name: "fail", MkfsArgs: []string{"-t", "ext4"}, SizeMB: 16, Tree: testimg.TreeSmall})
-	stages := []struct {
-		name string
-		play func(c *fdpass.Conn) error
-	}{
-		{"after hello", func(c *fdpass.Conn) error {
+	// The daemon's side of the handshake, step by step; each stage plays
+	// the steps up to its own and then dies.
+	closeAll := func(files []*os.File) {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	steps := []func(c *fdpass.Conn) error{
+		func(c *fdpass.Conn) error {
 			_, _, err := c.Expect(fdpass.THello)
 			return err
-		}},
-		{"after the source", func(c *fdpass.Conn) error {
-			if _, _, err := c.Expect(fdpass.THello); err != nil {
-				return err
-			}
+		},
+		func(c *fdpass.Conn) error {
 			if err := c.Send(&fdpass.FileRequest{ID: 1, Role: fdpass.RoleSource}); err != nil {
 				return err
 			}
 			_, files, err := c.Expect(fdpass.TFileReply)
-			for _, f := range files {
-				f.Close()
-			}
+			closeAll(files)
 			return err
-		}},
-		{"before answering INIT", func(c *fdpass.Conn) error {
-			if _, _, err := c.Expect(fdpass.THello); err != nil {
-				return err
-			}
-			if err := c.Send(&fdpass.FileRequest{ID: 1, Role: fdpass.RoleSource}); err != nil {
-				return err
-			}
-			_, files, err := c.Expect(fdpass.TFileReply)
-			for _, f := range files {
-				f.Close()
-			}
-			if err != nil {
-				return err
-			}
+		},
+		func(c *fdpass.Conn) error {
 			if err := c.Send(&fdpass.MountParams{Subtype: "ext4", ReadOnly: true, MaxRead: 1 << 20, BlockSize: 4096}); err != nil {
 				return err
 			}
-			_, files, err = c.Expect(fdpass.TFuseDevice)
-			for _, f := range files {
-				f.Close()
-			}
+			_, files, err := c.Expect(fdpass.TFuseDevice)
+			closeAll(files)
 			return err
-		}},
+		},
+	}
+	type stage struct {
+		name string
+		play func(c *fdpass.Conn) error
+	}
+	var stages []stage
+	for i, name := range []string{"after hello", "after the source", "before answering INIT"} {
+		stages = append(stages, stage{name, func(c *fdpass.Conn) error {
+			for _, step := range steps[:i+1] {
+				if err := step(c); err != nil {
+					return err
+				}
+			}
+			return nil
+		}})
 	}
 	for _, s := range stages {
 		t.Run(s.name, func(t *testing.T) {
