@@ -69,8 +69,9 @@ and nodev, and read-only for now.
 Options (-o, comma-separated):
   ro              mount read-only (the default until write support exists)
   rw              accepted, but the mount is made read-only with a warning
-  norecovery      serve a filesystem whose journal needs recovery without
-                  replaying it (alias: noload)
+  norecovery      do not replay the journal of a filesystem that was not
+                  cleanly unmounted (it is replayed in memory by default;
+                  the device is never written) (alias: noload)
   noexec, exec, noatime, relatime, strictatime, nodiratime, nosymfollow
                   as for any mount
   defaults, auto, noauto, nofail, user, nouser, _netdev, x-*

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -404,5 +406,86 @@ func TestDaemonGoneDuringHandshake(t *testing.T) {
 				t.Errorf("something was left mounted on %s", dir)
 			}
 		})
+	}
+}
+
+// TestDirtyJournalMount mounts a filesystem left with committed
+// transactions in its journal (EXT4_IOC_SHUTDOWN): safefsd replays the
+// journal in memory, so the mount shows what the kernel shows after its
+// own recovery of a copy, and the image is not written (same SHA-256
+// before and after). With -o norecovery the mount shows the unreplayed
+// state and says so.
+func TestDirtyJournalMount(t *testing.T) {
+	requireMount(t)
+	img := testimg.MakeDirty(t, t.TempDir(), "dirty", testimg.DirtySpec{
+		Mkfs:   []string{"-t", "ext4"},
+		SizeMB: 64,
+		Work: func(mnt string) error {
+			for i := 0; i < 50; i++ {
+				p := filepath.Join(mnt, fmt.Sprintf("file%02d", i))
+				if err := os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, 1000*i+1), 0o644); err != nil {
+					return err
+				}
+			}
+			if err := os.Mkdir(filepath.Join(mnt, "dir"), 0o755); err != nil {
+				return err
+			}
+			if err := os.Rename(filepath.Join(mnt, "file01"), filepath.Join(mnt, "dir", "renamed")); err != nil {
+				return err
+			}
+			if err := os.Remove(filepath.Join(mnt, "file02")); err != nil {
+				return err
+			}
+			if err := os.Symlink("dir/renamed", filepath.Join(mnt, "link")); err != nil {
+				return err
+			}
+			return unix.Setxattr(filepath.Join(mnt, "file03"), "user.note", []byte("journaled"), 0)
+		},
+	})
+	sum := func() string {
+		data, err := os.ReadFile(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%x", sha256.Sum256(data))
+	}
+	before := sum()
+	// The oracle: the kernel's recovery of a copy.
+	replayed := filepath.Join(t.TempDir(), "replayed.img")
+	if err := testimg.CopyFile(img, replayed); err != nil {
+		t.Fatal(err)
+	}
+	if err := testimg.KernelReplay(t, replayed); err != nil {
+		t.Fatalf("the kernel could not recover a copy: %v", err)
+	}
+	want := testimg.KernelWalk(t, replayed)
+	if _, ok := want["dir/renamed"]; !ok {
+		t.Fatalf("the kernel's recovery lacks dir/renamed: the image was not dirty as intended")
+	}
+
+	dir := t.TempDir()
+	if st, out := runMount(t, img, dir, "-o", "ro"); st != 0 {
+		t.Fatalf("mount.safe exited %d:\n%s", st, out)
+	}
+	got := testimg.Walk(t, dir)
+	if err := unix.Unmount(dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	testimg.Compare(t, want, got, testimg.CompareOpts{})
+
+	st, out := runMount(t, img, dir, "-o", "ro,norecovery")
+	if st != 0 {
+		t.Fatalf("mount.safe -o norecovery exited %d:\n%s", st, out)
+	}
+	if !strings.Contains(out, "not replayed") {
+		t.Errorf("-o norecovery: no warning that the journal was not replayed:\n%s", out)
+	}
+	_, err := os.Lstat(filepath.Join(dir, "dir", "renamed"))
+	unix.Unmount(dir, 0)
+	if err == nil {
+		t.Errorf("-o norecovery shows dir/renamed, which only the journal has")
+	}
+	if after := sum(); after != before {
+		t.Errorf("the image changed: sha256 %s before, %s after", before, after)
 	}
 }

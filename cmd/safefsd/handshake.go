@@ -104,10 +104,11 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 		return refuse("%s: %v", src, err)
 	}
 	opts := fusefs.Options{Logf: log.Printf, Errors: errs, Debug: debugFUSE, Source: filepath.Base(src)}
-	if reply.Block {
+	if reply.Block && !o.replayed {
 		// A block device is mounted as fuseblk, whose own device is
 		// iomap cookie 1: the kernel can then read file data itself
-		// if it offers iomap.
+		// if it offers iomap. Not after an in-memory journal replay:
+		// the device does not hold every current block.
 		opts.IomapDevice = abi.DevFuseblk
 	}
 	srv, err := fusefs.NewServer(fuseFD, fsys, opts)

@@ -20,7 +20,7 @@
 // options; safefsd answers the kernel's INIT on it, serves requests, and
 // exits with status 0 when the filesystem is unmounted. It never mounts or
 // unmounts anything itself. The device is opened read-only and never
-// written, not even to replay a journal.
+// written: a journal that needs recovery is replayed in memory.
 //
 // In every mode safefsd confines itself (internal/sandbox: an unprivileged
 // user, no capabilities, no_new_privs, a seccomp allow-list) once it holds
@@ -75,7 +75,7 @@ func run(args []string, stderr io.Writer) int {
 	fdpassFD := fl.Int("fdpass-fd", -1, "receive the device and /dev/fuse from mount.safe over the control socket on descriptor `C`")
 	devPath := fl.String("device", "", "read the filesystem from the block device or image file `PATH`")
 	devFD := fl.Int("device-fd", -1, "read the filesystem from the open descriptor `M` instead of --device")
-	noRecovery := fl.Bool("norecovery", false, "serve a filesystem whose journal needs recovery without replaying it (recent changes may be missing)")
+	noRecovery := fl.Bool("norecovery", false, "do not replay a journal that needs recovery (in memory, by default): serve the state on the device, which may lack recent changes")
 	showVersion := fl.Bool("version", false, "print the version and exit")
 	debugFUSE := fl.Bool("debug", false, "log every FUSE request and reply")
 	fl.Usage = func() {
@@ -236,9 +236,6 @@ func explainOpen(name string, err error) string {
 	var feat *ext4.FeatureError
 	var ioe *ext4.IOError
 	switch {
-	case errors.Is(err, ext4.ErrNeedsRecovery):
-		return fmt.Sprintf("%s: the filesystem was not cleanly unmounted and its journal needs recovery, which a read-only mount must not write; "+
-			"run e2fsck on it, or mount it with -o norecovery (safefsd --norecovery) to see it without the journal's recent changes", name)
 	case errors.As(err, &feat):
 		return fmt.Sprintf("%s: the filesystem uses the feature %q, which safefsd cannot serve (%s)", name, feat.Feature, feat.Reason)
 	case errors.As(err, &fe):

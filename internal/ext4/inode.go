@@ -171,6 +171,18 @@ func (fs *FS) Inode(ino uint32) (*Inode, error) {
 	return in, nil
 }
 
+// JournalInode reads the inode of the filesystem's internal journal
+// (s_journal_inum), which Inode refuses as a reserved inode: journal
+// recovery maps the journal through it. It is checked as any inode is
+// (range, checksum, extra size); what makes a valid journal is for the
+// caller to judge.
+func (fs *FS) JournalInode() (*Inode, error) {
+	if fs.sb.JournalInum == 0 {
+		return nil, corruptf(BadInode, 0, 0, "the filesystem has no journal inode")
+	}
+	return fs.readInode(fs.sb.JournalInum)
+}
+
 // readInode loads any inode, including reserved ones, through the cache.
 func (fs *FS) readInode(ino uint32) (*Inode, error) {
 	if ino == 0 || ino > fs.sb.InodesCount {
