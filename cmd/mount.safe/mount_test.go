@@ -417,31 +417,59 @@ func TestDaemonGoneDuringHandshake(t *testing.T) {
 // state and says so.
 func TestDirtyJournalMount(t *testing.T) {
 	requireMount(t)
-	img := testimg.MakeDirty(t, t.TempDir(), "dirty", testimg.DirtySpec{
-		Mkfs:   []string{"-t", "ext4"},
-		SizeMB: 64,
-		Work: func(mnt string) error {
-			for i := 0; i < 50; i++ {
-				p := filepath.Join(mnt, fmt.Sprintf("file%02d", i))
-				if err := os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, 1000*i+1), 0o644); err != nil {
-					return err
-				}
-			}
-			if err := os.Mkdir(filepath.Join(mnt, "dir"), 0o755); err != nil {
-				return err
-			}
-			if err := os.Rename(filepath.Join(mnt, "file01"), filepath.Join(mnt, "dir", "renamed")); err != nil {
-				return err
-			}
-			if err := os.Remove(filepath.Join(mnt, "file02")); err != nil {
-				return err
-			}
-			if err := os.Symlink("dir/renamed", filepath.Join(mnt, "link")); err != nil {
-				return err
-			}
-			return unix.Setxattr(filepath.Join(mnt, "file03"), "user.note", []byte("journaled"), 0)
-		},
-	})
+	for _, c := range []struct {
+		name string
+		mkfs []string
+	}{
+		{"ext4-4k-csum-v3", []string{"-t", "ext4", "-O", "64bit,metadata_csum"}},
+		{"ext4-1k", []string{"-t", "ext4", "-b", "1024"}},
+		{"ext3-1k", []string{"-t", "ext3", "-b", "1024"}},
+	} {
+		t.Run(c.name, func(t *testing.T) { dirtyJournalMount(t, c.mkfs) })
+	}
+}
+
+// dirtyJournalWork makes several transactions of every kind of change,
+// each committed by an fsync, the last one left in the log by the
+// shutdown.
+func dirtyJournalWork(mnt string) error {
+	p := func(name string) string { return filepath.Join(mnt, name) }
+	for i := 0; i < 50; i++ {
+		if err := os.WriteFile(p(fmt.Sprintf("file%02d", i)), bytes.Repeat([]byte{byte(i)}, 1000*i+1), 0o644); err != nil {
+			return err
+		}
+	}
+	steps := []func() error{
+		func() error { return os.Mkdir(p("dir"), 0o755) },
+		func() error { return os.Rename(p("file01"), p("dir/renamed")) },
+		func() error { return os.Remove(p("file02")) },
+		func() error { return os.Symlink("dir/renamed", p("link")) },
+		func() error { return os.Truncate(p("file40"), 1234) },
+		func() error { return unix.Setxattr(p("file03"), "user.note", []byte("journaled"), 0) },
+		func() error { return os.RemoveAll(p("dir")) },
+		func() error { return os.Mkdir(p("dir"), 0o700) },
+		func() error { return os.WriteFile(p("dir/renamed"), []byte("again"), 0o600) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
+		}
+		// fsync commits the running transaction: one per step.
+		f, err := os.Open(mnt)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func dirtyJournalMount(t *testing.T, mkfs []string) {
+	img := testimg.MakeDirty(t, t.TempDir(), "dirty", testimg.DirtySpec{Mkfs: mkfs, SizeMB: 64, Work: dirtyJournalWork})
 	sum := func() string {
 		data, err := os.ReadFile(img)
 		if err != nil {
