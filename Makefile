@@ -33,7 +33,7 @@ FUZZ_TARGETS := \
 # Debian packages the build and the tests need.
 DEB_PACKAGES := e2fsprogs acl attr libseccomp-dev pkg-config gcc util-linux fuse3 systemd
 
-.PHONY: install uninstall race all build check test vet fmt-check fuzz fuzz-brief bench deps demo clean help
+.PHONY: install uninstall race all build check test vet fmt-check fuzz fuzz-brief bench bench-go deps demo clean help
 
 all: build
 
@@ -84,8 +84,12 @@ fuzz-brief:
 ## fuzz: every fuzz target for FUZZTIME each (e.g. make fuzz FUZZTIME=10m)
 fuzz: fuzz-brief
 
-## bench: Go benchmarks (lookup in a 100,000-entry directory, mapping a fragmented file, ...)
-bench:
+## bench: safefs against the kernel's ext4 and fuse2fs on one image, one table (as root, ~8 min; BENCHFLAGS=-runs 5 ...; see bench/README.md)
+bench: build
+	$(GO) run ./bench -build=false $(BENCHFLAGS)
+
+## bench-go: Go micro-benchmarks (lookup in a 100,000-entry directory, mapping a fragmented file, the /dev/fuse loop against go-fuse's, ...)
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 ## demo: build a sample ext4 image and mount it through safefs (as root; else list it)

@@ -276,6 +276,17 @@ func TestSystemdMount(t *testing.T) {
 		if st.Uid < 61184 || st.Uid > 65519 {
 			t.Errorf("%s: the daemon runs as uid %d, not a dynamic user", how, st.Uid)
 		}
+		// mount.safe raised the FUSE mount's read-ahead (its bdi is
+		// "MAJ:MIN-fuseblk"), not the loop device's.
+		var ds unix.Stat_t
+		if err := unix.Stat(dev, &ds); err == nil {
+			bdi := fmt.Sprintf("/sys/class/bdi/%d:%d", unix.Major(ds.Rdev), unix.Minor(ds.Rdev))
+			fuseRA, _ := os.ReadFile(bdi + "-fuseblk/read_ahead_kb")
+			devRA, _ := os.ReadFile(bdi + "/read_ahead_kb")
+			if strings.TrimSpace(string(fuseRA)) != "1024" || strings.TrimSpace(string(devRA)) == "1024" {
+				t.Errorf("%s: read-ahead of the mount %q KiB, of %s %q KiB: want 1024 on the mount only", how, fuseRA, dev, devRA)
+			}
+		}
 		testimg.Compare(t, want, testimg.Walk(t, m.hostPath(dir)), testimg.CompareOpts{})
 		m.must("umount", dir)
 		m.waitGone(how)

@@ -122,11 +122,20 @@ func Log(fsfd int) string {
 // RaiseReadAhead sets the read-ahead of the mount at target to kb KiB:
 // buffered reads are cut into requests no larger than it (128 KiB by
 // default), whatever max_read allows.
+//
+// The mount's st_dev names its backing device info, except that a fuseblk
+// mount reports the block device's number while FUSE registers its own
+// bdi as "MAJ:MIN-fuseblk": the block device's own bdi ("MAJ:MIN") must
+// not be touched (it would only change the device's read-ahead, for good).
 func RaiseReadAhead(target string, kb int) error {
 	var st unix.Stat_t
 	if err := unix.Stat(target, &st); err != nil {
 		return err
 	}
-	bdi := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	return os.WriteFile(bdi, []byte(strconv.Itoa(kb)), 0)
+	base := fmt.Sprintf("/sys/class/bdi/%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))
+	bdi := base + "-fuseblk"
+	if _, err := os.Stat(bdi); err != nil {
+		bdi = base
+	}
+	return os.WriteFile(bdi+"/read_ahead_kb", []byte(strconv.Itoa(kb)), 0)
 }
