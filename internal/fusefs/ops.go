@@ -165,20 +165,14 @@ func (f *FS) Access(cancel <-chan struct{}, input *fuse.AccessIn) fuse.Status {
 	return fuse.OK
 }
 
-// OpenDir opens a directory. FOPEN_CACHE_DIR keeps the listing in the
-// kernel's page cache and FOPEN_KEEP_CACHE keeps it across opens, so a
-// directory is read from ext4 once per mount. No handle is needed: READDIR
-// names the directory and carries the ext4 cursor as its offset.
+// OpenDir answers ENOSYS, which the kernel takes as "opening needs no
+// server" for the whole mount (fc->no_opendir): it then opens directories
+// itself with FOPEN_KEEP_CACHE and FOPEN_CACHE_DIR, so a listing stays in
+// its page cache across opens, and sends neither OPENDIR nor RELEASEDIR.
+// No handle is needed: READDIR names the directory and carries the ext4
+// cursor as its offset, and the kernel has checked the file type.
 func (f *FS) OpenDir(cancel <-chan struct{}, input *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	in, st := f.inode(&input.InHeader, "opendir")
-	if !st.Ok() {
-		return st
-	}
-	if !in.IsDir() {
-		return fuse.ENOTDIR
-	}
-	out.OpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_CACHE_DIR
-	return fuse.OK
+	return fuse.ENOSYS
 }
 
 // ReadDir lists a directory from the offset the kernel gives, which is
@@ -189,10 +183,7 @@ func (f *FS) ReadDir(cancel <-chan struct{}, input *fuse.ReadIn, out *fuse.DirEn
 }
 
 // ReadDirPlus lists a directory with each entry's attributes, saving the
-// LOOKUP per entry that ls -l, find and cp -a would otherwise cost. The
-// kernel asks for it adaptively (FUSE_READDIRPLUS_AUTO): for the first
-// batch and then only when the caller goes on to stat the entries, so a
-// plain readdir of a huge directory does not read every inode.
+// LOOKUP per entry that ls -l, find and cp -a would otherwise cost.
 func (f *FS) ReadDirPlus(cancel <-chan struct{}, input *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	return f.readDir(input, out, true)
 }
@@ -292,24 +283,18 @@ func direntMode(t ext4.FileType) uint32 {
 	return 0
 }
 
-// Open opens a file for reading. FOPEN_KEEP_CACHE keeps its pages in the
-// kernel's page cache across opens: the data cannot change, so a file is
-// read through FUSE once per mount (until memory pressure evicts it).
-// FOPEN_NOFLUSH spares the FLUSH round trip on every close(2): there is
-// never anything to flush. No handle is needed: READ names the inode.
+// Open answers ENOSYS, which the kernel takes as "opening needs no
+// server" for the whole mount (fc->no_open): from then on it opens files
+// itself, with FOPEN_KEEP_CACHE (the data cannot change, so pages stay
+// cached across opens), and sends neither OPEN nor RELEASE. That halves
+// the round trips of reading many small files (OPEN, READ and RELEASE
+// each). Nothing is lost: no handle is needed (READ names the inode), the
+// mount is read-only so the kernel refuses opens for writing itself, and a
+// damaged inode already fails its LOOKUP. (Were a mount ever made without
+// the read-only flag, writes would fail with EROFS at WRITE or SETATTR.)
+// FLUSH gets ENOSYS once, which the kernel remembers too.
 func (f *FS) Open(cancel <-chan struct{}, input *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	if input.Flags&syscall.O_ACCMODE != syscall.O_RDONLY || input.Flags&syscall.O_TRUNC != 0 {
-		return fuse.EROFS
-	}
-	in, st := f.inode(&input.InHeader, "open")
-	if !st.Ok() {
-		return st
-	}
-	if in.IsDir() {
-		return fuse.Status(syscall.EISDIR)
-	}
-	out.OpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
-	return fuse.OK
+	return fuse.ENOSYS
 }
 
 // Read reads file data through the mapping engine, which reads each

@@ -33,11 +33,17 @@ func TestReadOnly(t *testing.T) {
 			}
 			return err
 		}},
-		{"open for writing", func(d string) error {
+		// The server needs no OPEN (it answers ENOSYS once, and the
+		// kernel opens by itself from then on), so without the
+		// read-only flag an open for writing succeeds and the write
+		// is what fails.
+		{"write", func(d string) error {
 			f, err := os.OpenFile(filepath.Join(d, "files/size-100"), os.O_WRONLY, 0)
-			if err == nil {
-				f.Close()
+			if err != nil {
+				return err
 			}
+			defer f.Close()
+			_, err = f.Write([]byte("x"))
 			return err
 		}},
 		{"open O_TRUNC", func(d string) error {
@@ -123,7 +129,6 @@ func TestMutatingOpsRefused(t *testing.T) {
 		"Create":       fs.Create(c, &fuse.CreateIn{InHeader: root}, "x", &fuse.CreateOut{}),
 		"Tmpfile":      fs.Tmpfile(c, &fuse.CreateIn{InHeader: root}, &fuse.CreateOut{}),
 		"Fallocate":    fs.Fallocate(c, &fuse.FallocateIn{InHeader: root}),
-		"Open(O_RDWR)": fs.Open(c, &fuse.OpenIn{InHeader: root, Flags: syscall.O_RDWR}, &fuse.OpenOut{}),
 		"Access(W_OK)": fs.Access(c, &fuse.AccessIn{InHeader: root, Mask: unix.W_OK}),
 		"Ioctl(SETFLAGS)": fs.Ioctl(c, &fuse.IoctlIn{InHeader: root, Cmd: unix.FS_IOC_SETFLAGS},
 			nil, &fuse.IoctlOut{}, nil),
@@ -140,6 +145,23 @@ func TestMutatingOpsRefused(t *testing.T) {
 		if st != fuse.EROFS {
 			t.Errorf("%s: got %v, want EROFS", name, st)
 		}
+	}
+}
+
+// Open needs no server: ENOSYS, for reading as for writing (the
+// kernel then opens files itself, and a write fails at WRITE).
+func TestOpenNotNeeded(t *testing.T) {
+	fsys := openExt4(t, testimg.Build(t, specNamed(t, "ext4-default")))
+	fs := fusefs.New(fsys, fusefs.Options{Logf: t.Logf})
+	root := fuse.InHeader{NodeId: fuse.FUSE_ROOT_ID}
+	c := make(chan struct{})
+	for _, flags := range []uint32{syscall.O_RDONLY, syscall.O_RDWR, syscall.O_WRONLY | syscall.O_TRUNC} {
+		if st := fs.Open(c, &fuse.OpenIn{InHeader: root, Flags: flags}, &fuse.OpenOut{}); st != fuse.ENOSYS {
+			t.Errorf("Open(%#o): got %v, want ENOSYS", flags, st)
+		}
+	}
+	if st := fs.OpenDir(c, &fuse.OpenIn{InHeader: root}, &fuse.OpenOut{}); st != fuse.ENOSYS {
+		t.Errorf("OpenDir: got %v, want ENOSYS", st)
 	}
 }
 

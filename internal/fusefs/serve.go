@@ -40,7 +40,12 @@ func (f *FS) MountOptions() *fuse.MountOptions {
 		// Passthrough needs CAP_SYS_ADMIN, which the daemon will not have,
 		// and serves data from a backing file, which an ext4 image is not.
 		DisabledCapabilities: fuse.CAP_PASSTHROUGH,
-		ExtraCapabilities:    fuse.CAP_READDIRPLUS_AUTO,
+		// Plain READDIRPLUS, not READDIRPLUS_AUTO: the adaptive mode
+		// uses plus only for a directory's first batch unless the
+		// caller stats entries while still listing, so find, du and
+		// cp -a (which list a directory whole, then stat) fell back to
+		// one LOOKUP per entry. Attributes cannot go stale here, so
+		// every listing may as well carry them.
 		Name:                 "ext4",
 		Logger:               log.New(logWriter(f.logf), "go-fuse: ", 0),
 		Debug:                f.debug,
