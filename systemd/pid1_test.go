@@ -245,6 +245,13 @@ func TestSystemdMount(t *testing.T) {
 	const dir = "/mnt/safefs"
 	m.must("mkdir", "-p", dir)
 
+	// The loop device's own read-ahead, which a mount must leave alone.
+	var ds unix.Stat_t
+	if err := unix.Stat(dev, &ds); err != nil {
+		t.Fatal(err)
+	}
+	bdi := fmt.Sprintf("/sys/class/bdi/%d:%d", unix.Major(ds.Rdev), unix.Minor(ds.Rdev))
+	devRA0, _ := os.ReadFile(bdi + "/read_ahead_kb")
 	check := func(how string) {
 		t.Helper()
 		info := m.must("findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", dir)
@@ -277,15 +284,13 @@ func TestSystemdMount(t *testing.T) {
 			t.Errorf("%s: the daemon runs as uid %d, not a dynamic user", how, st.Uid)
 		}
 		// mount.safe raised the FUSE mount's read-ahead (its bdi is
-		// "MAJ:MIN-fuseblk"), not the loop device's.
-		var ds unix.Stat_t
-		if err := unix.Stat(dev, &ds); err == nil {
-			bdi := fmt.Sprintf("/sys/class/bdi/%d:%d", unix.Major(ds.Rdev), unix.Minor(ds.Rdev))
-			fuseRA, _ := os.ReadFile(bdi + "-fuseblk/read_ahead_kb")
-			devRA, _ := os.ReadFile(bdi + "/read_ahead_kb")
-			if strings.TrimSpace(string(fuseRA)) != "1024" || strings.TrimSpace(string(devRA)) == "1024" {
-				t.Errorf("%s: read-ahead of the mount %q KiB, of %s %q KiB: want 1024 on the mount only", how, fuseRA, dev, devRA)
-			}
+		// "MAJ:MIN-fuseblk") to four of the daemon's 1 MiB requests,
+		// and left the loop device's alone.
+		fuseRA, _ := os.ReadFile(bdi + "-fuseblk/read_ahead_kb")
+		devRA, _ := os.ReadFile(bdi + "/read_ahead_kb")
+		if strings.TrimSpace(string(fuseRA)) != "4096" || string(devRA) != string(devRA0) {
+			t.Errorf("%s: read-ahead of the mount %q KiB, of %s %q KiB (was %q): want 4096 on the mount, the device's unchanged",
+				how, fuseRA, dev, devRA, devRA0)
 		}
 		testimg.Compare(t, want, testimg.Walk(t, m.hostPath(dir)), testimg.CompareOpts{})
 		m.must("umount", dir)

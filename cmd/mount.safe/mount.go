@@ -96,6 +96,24 @@ func mount(inv *invocation, logf, warn func(string, ...any)) error {
 		}
 		switch m := m.(type) {
 		case *fdpass.FileRequest:
+			if m.Direct {
+				// A second descriptor of the source for bulk reads;
+				// without it the daemon reads everything buffered.
+				f, err := reopenDirect(srcFile, block)
+				if err != nil {
+					logf("%s: no O_DIRECT descriptor for the daemon: %v", src, err)
+					if err := conn.Send(&fdpass.FileReply{ID: m.ID, Error: err.Error()}); err != nil {
+						return daemonFailed(src, err)
+					}
+					continue
+				}
+				err = conn.Send(&fdpass.FileReply{ID: m.ID, Block: true}, f)
+				f.Close()
+				if err != nil {
+					return daemonFailed(src, err)
+				}
+				continue
+			}
 			f, isBlock, err := openSource(src, m.Write)
 			if err != nil {
 				conn.Send(&fdpass.FileReply{ID: m.ID, Error: err.Error()})
@@ -192,6 +210,21 @@ func grantIomap(fuse *os.File, logf func(string, ...any)) {
 	}
 }
 
+// reopenDirect opens the block device src again with O_DIRECT, through
+// /proc/self/fd so that it is the very device already opened (the path
+// could name another by now).
+func reopenDirect(src *os.File, block bool) (*os.File, error) {
+	if src == nil || !block {
+		return nil, errors.New("only a block device already opened for the daemon can be opened for direct I/O")
+	}
+	path := fmt.Sprintf("/proc/self/fd/%d", src.Fd())
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening it with O_DIRECT: %w", err)
+	}
+	return os.NewFile(uintptr(fd), src.Name()), nil
+}
+
 // openSource opens the mount source for the daemon: only a block device or
 // a regular file, never following the daemon's choice of path (it names a
 // role; the path is the one the user gave). An image file is locked so
@@ -254,13 +287,20 @@ func createSuperblock(src string, fuseFD int, block bool, p *fdpass.MountParams)
 	return fsfd, nil
 }
 
+// readAheadRequests is how many of the daemon's largest READs the mount's
+// read-ahead window holds. With one, a sequential reader waits for each
+// request in turn; with several in flight the daemon reads the device for
+// the next while the kernel copies the last (a cold 512 MiB read went
+// from about 0.8 to 1.5 GB/s with four on a loop device).
+const readAheadRequests = 4
+
 // raiseReadAhead lets buffered reads use requests as large as the daemon
-// serves.
+// serves, several at a time.
 func raiseReadAhead(target string, maxRead uint32, logf func(string, ...any)) {
 	if maxRead == 0 {
 		return
 	}
-	if err := fusemount.RaiseReadAhead(target, int(maxRead>>10)); err != nil {
+	if err := fusemount.RaiseReadAhead(target, readAheadRequests*int(maxRead>>10)); err != nil {
 		logf("raising read-ahead: %v", err)
 	}
 }

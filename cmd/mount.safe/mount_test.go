@@ -347,6 +347,19 @@ func TestDaemonGoneDuringHandshake(t *testing.T) {
 			}
 			_, files, err := c.Expect(fdpass.TFileReply)
 			closeAll(files)
+			if err != nil {
+				return err
+			}
+			// An O_DIRECT descriptor is for block devices only: for
+			// an image, a refusal, and the handshake goes on.
+			if err := c.Send(&fdpass.FileRequest{ID: 2, Role: fdpass.RoleSource, Direct: true}); err != nil {
+				return err
+			}
+			m, files, err := c.Expect(fdpass.TFileReply)
+			closeAll(files)
+			if err == nil && (m.(*fdpass.FileReply).Error == "" || len(files) != 0) {
+				err = fmt.Errorf("O_DIRECT request for an image: %+v with %d descriptors, want a refusal", m, len(files))
+			}
 			return err
 		},
 		func(c *fdpass.Conn) error {

@@ -62,6 +62,16 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	}
 	dev := files[0]
 	defer dev.Close()
+	var direct *os.File
+	if reply.Block {
+		if direct, err = requestDirect(conn, src); err != nil {
+			log.Printf("%s: control connection: %v", src, err)
+			return exitFailure
+		}
+		if direct != nil {
+			defer direct.Close()
+		}
+	}
 	// Everything the daemon needs from now on is an open descriptor:
 	// confine it before it reads a single byte of the filesystem.
 	if _, err := sandbox.Confine(); err != nil {
@@ -70,7 +80,7 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	if err := afterConfine(); err != nil {
 		return refuse("%s: %v", src, err)
 	}
-	o, err := openFilesystem(src, dev, slices.Contains(hello.Options, "norecovery"))
+	o, err := openFilesystem(src, dev, direct, slices.Contains(hello.Options, "norecovery"))
 	if err != nil {
 		return refuse("%v", err)
 	}
@@ -129,6 +139,24 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 		return exitFailure
 	}
 	return 0
+}
+
+// requestDirect asks mount.safe for the source block device opened again
+// with O_DIRECT, for bulk data reads (fusefs.BulkDevice). A refusal is
+// not an error: the daemon then reads everything through the page cache.
+func requestDirect(conn *fdpass.Conn, src string) (*os.File, error) {
+	if err := conn.Send(&fdpass.FileRequest{ID: 2, Role: fdpass.RoleSource, Direct: true}); err != nil {
+		return nil, err
+	}
+	m, files, err := conn.Expect(fdpass.TFileReply)
+	if err != nil {
+		return nil, err
+	}
+	if r := m.(*fdpass.FileReply); r.Error != "" {
+		log.Printf("%s: reading without O_DIRECT: %s", src, r.Error)
+		return nil, nil
+	}
+	return files[0], nil
 }
 
 // afterConfine runs as soon as the daemon is confined. A test build (the

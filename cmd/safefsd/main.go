@@ -165,7 +165,7 @@ already mounted; safefsd exits with status 0 when that mount is unmounted.
 		log.Printf("%s: %v", name, err)
 		return exitFailure
 	}
-	o, err := openFilesystem(name, dev, *noRecovery)
+	o, err := openFilesystem(name, dev, nil, *noRecovery)
 	if err != nil {
 		log.Print(err)
 		return exitFailure

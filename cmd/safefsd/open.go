@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"os"
 
@@ -30,9 +31,11 @@ type opened struct {
 // serving: it checks the device's size, reads and validates the
 // superblock, and replays a journal that needs recovery in memory (unless
 // noRecovery: then it serves the unreplayed state, with a warning). Device reads
-// are bounded (fusefs.LimitDevice). The error is a message for a person:
-// what is wrong with the device and what to do about it.
-func openFilesystem(name string, raw *os.File, noRecovery bool) (*opened, error) {
+// are bounded (fusefs.LimitDevice). direct, if not nil, is the same
+// device opened with O_DIRECT, for bulk reads (fusefs.BulkDevice). The
+// error is a message for a person: what is wrong with the device and what
+// to do about it.
+func openFilesystem(name string, raw, direct *os.File, noRecovery bool) (*opened, error) {
 	size, err := deviceSize(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", name, err)
@@ -41,7 +44,11 @@ func openFilesystem(name string, raw *os.File, noRecovery bool) (*opened, error)
 		return nil, fmt.Errorf("%s: not an ext2/ext3/ext4 filesystem: %d bytes is too small to hold a superblock", name, size)
 	}
 	errs := fusefs.NewErrorLog(func(format string, a ...any) { log.Printf(name+": "+format, a...) })
-	dev := fusefs.LimitDevice(raw, 0)
+	var bulk io.ReaderAt = raw
+	if direct != nil {
+		bulk = fusefs.BulkDevice(raw, direct)
+	}
+	dev := fusefs.LimitDevice(bulk, 0)
 	opts := &ext4.Options{
 		DeviceSize: size,
 		// A journal that needs recovery is dealt with below.

@@ -121,6 +121,11 @@ type FileRequest struct {
 	ID    uint32 `json:"id"`
 	Role  Role   `json:"role"`
 	Write bool   `json:"write"` // open read-write rather than read-only
+	// Direct asks for the file already sent for this role, opened again
+	// with O_DIRECT (a second open file description, so that the first
+	// keeps using the page cache): the daemon reads bulk file data
+	// through it. Only for a block device; the helper may refuse.
+	Direct bool `json:"direct,omitempty"`
 }
 
 // FileReply answers a FileRequest: with one descriptor, or with Error set
