@@ -375,6 +375,11 @@ func (f *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, des
 		return 0, st
 	}
 	val, err := f.fsys.GetXattr(in, attr)
+	if errors.Is(err, ext4.ErrNoXattr) {
+		// The common answer (ls -l asks every file for
+		// security.selinux and its ACL): no description to format.
+		return 0, fuse.ENODATA
+	}
 	if err != nil {
 		return 0, f.fail(err, fmt.Sprintf("getxattr %q of inode %d", attr, in.Ino))
 	}

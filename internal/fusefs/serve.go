@@ -46,9 +46,9 @@ func (f *FS) MountOptions() *fuse.MountOptions {
 		// cp -a (which list a directory whole, then stat) fell back to
 		// one LOOKUP per entry. Attributes cannot go stale here, so
 		// every listing may as well carry them.
-		Name:                 "ext4",
-		Logger:               log.New(logWriter(f.logf), "go-fuse: ", 0),
-		Debug:                f.debug,
+		Name:   "ext4",
+		Logger: log.New(logWriter(f.logf), "go-fuse: ", 0),
+		Debug:  f.debug,
 	}
 }
 
