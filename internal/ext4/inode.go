@@ -3,6 +3,7 @@ package ext4
 import (
 	"encoding/binary"
 	"io/fs"
+	"unsafe"
 )
 
 // Inode flags (i_flags) this package acts on or reports.
@@ -218,9 +219,13 @@ func (fs *FS) readInode(ino uint32) (*Inode, error) {
 			return nil, err
 		}
 	}
-	fs.inodes.put(ino, uint64(ino), in, 1)
+	fs.inodes.put(ino, uint64(ino), in, inodeCacheCost+len(raw))
 	return in, nil
 }
+
+// inodeCacheCost is what a cached inode costs besides its on-disk copy:
+// the struct and the cache's list element, entry and map slot.
+const inodeCacheCost = int(unsafe.Sizeof(Inode{})) + 128
 
 // fitsInInode mirrors EXT4_FITS_IN_INODE: an extra field is present only
 // when it ends within 128 + i_extra_isize bytes.

@@ -183,7 +183,7 @@ func specNamed(t testing.TB, name string) testimg.Spec {
 func TestConcurrentReaders(t *testing.T) {
 	img := testimg.Build(t, specNamed(t, "ext4-default"))
 	want := walkFS(openImage(t, img, nil), defaultLimits)
-	fsys := openImage(t, img, &ext4.Options{BlockCacheBytes: 64 << 10, InodeCacheEntries: 32})
+	fsys := openImage(t, img, &ext4.Options{BlockCacheBytes: 64 << 10, InodeCacheBytes: 32 * 1024})
 	var wg sync.WaitGroup
 	results := make([]walkResult, 16)
 	for i := range results {
