@@ -11,7 +11,13 @@ LIBEXECDIR ?= $(PREFIX)/libexec
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 MANDIR     ?= $(PREFIX)/share/man
 DAEMONDIR   = $(LIBEXECDIR)/safefs
-LDFLAGS    := -X main.version=$(VERSION) -X main.daemonDir=$(DAEMONDIR)
+# With -trimpath and -buildvcs=false (below) the binaries depend only on
+# the sources, the toolchain and these flags: two builds of one tree are
+# byte for byte the same wherever it lies (make reproducible-check). Go's
+# build ID is a hash of those inputs; -B gobuildid derives the ELF build ID
+# from it, so debuggers and dh_strip find one in both binaries (the
+# internal linker, used for mount.safe, writes none by itself).
+LDFLAGS    := -X main.version=$(VERSION) -X main.daemonDir=$(DAEMONDIR) -B gobuildid -bindnow
 BIN       := bin
 CMDS      := $(notdir $(wildcard cmd/*))
 FUZZTIME  ?= 3s
@@ -39,9 +45,11 @@ all: build
 
 build: $(addprefix $(BIN)/,$(CMDS))
 
+# Position-independent, with relocations read-only and bound at start
+# (-bindnow): mount.safe runs as root on behalf of mount(8).
 $(BIN)/%: FORCE
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
+	$(GO) build -trimpath -buildvcs=false -buildmode=pie -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
 
 FORCE:
 
