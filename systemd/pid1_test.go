@@ -40,7 +40,7 @@ func TestSystemdMount(t *testing.T) {
 		t.Fatalf("/run/safefsd.sock: %v %v, want a socket with mode 0600", err, st)
 	}
 
-	img := testimg.Build(t, testimg.Spec{Name: "systemd", MkfsArgs: []string{"-t", "ext4"}, SizeMB: 64, Tree: testimg.TreeFull, NeedsRoot: true, Htree: true})
+	img := testimg.Build(t, mountSpec)
 	want := testimg.KernelWalk(t, img)
 	dev := testmachine.LoopDevice(t, img)
 	const dir = "/mnt/safefs"
