@@ -11,7 +11,13 @@ LIBEXECDIR ?= $(PREFIX)/libexec
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 MANDIR     ?= $(PREFIX)/share/man
 DAEMONDIR   = $(LIBEXECDIR)/safefs
-LDFLAGS    := -X main.version=$(VERSION) -X main.daemonDir=$(DAEMONDIR)
+# With -trimpath and -buildvcs=false (below) the binaries depend only on
+# the sources, the toolchain and these flags: two builds of one tree are
+# byte for byte the same wherever it lies (make reproducible-check). Go's
+# build ID is a hash of those inputs; -B gobuildid derives the ELF build ID
+# from it, so debuggers and dh_strip find one in both binaries (the
+# internal linker, used for mount.safe, writes none by itself).
+LDFLAGS    := -X main.version=$(VERSION) -X main.daemonDir=$(DAEMONDIR) -B gobuildid -bindnow
 BIN       := bin
 CMDS      := $(notdir $(wildcard cmd/*))
 FUZZTIME  ?= 3s
@@ -31,17 +37,31 @@ FUZZ_TARGETS := \
 	./internal/journal:FuzzRecover
 
 # Debian packages the build and the tests need.
-DEB_PACKAGES := e2fsprogs acl attr libseccomp-dev pkg-config gcc util-linux fuse3 systemd
+DEB_PACKAGES := e2fsprogs acl attr libseccomp-dev pkg-config gcc util-linux fuse3 systemd \
+	debhelper dpkg-dev lintian
 
-.PHONY: install uninstall race all build check test vet fmt-check fuzz fuzz-brief bench bench-go deps demo clean help
+# Packaging: where `make deb` leaves the packages; the Go build cache the
+# package build uses (the usual one, so a rebuild is quick; the binaries
+# do not depend on it); how the package build is cut off the network
+# (unshare -n where that is allowed, as root; GOPROXY=off and the module
+# cache inside the build tree hold in any case); lintian, or : to skip it.
+DISTDIR     ?= dist
+DEB_GOCACHE ?= $(shell $(GO) env GOCACHE 2>/dev/null)
+DEB_NONET   ?= $(shell unshare -n true 2>/dev/null && echo unshare -n)
+LINTIAN     ?= lintian
+
+.PHONY: install uninstall race all build check test vet fmt-check fuzz fuzz-brief bench bench-go deps demo clean help \
+	vendor deb deb-build reproducible-check
 
 all: build
 
 build: $(addprefix $(BIN)/,$(CMDS))
 
+# Position-independent, with relocations read-only and bound at start
+# (-bindnow): mount.safe runs as root on behalf of mount(8).
 $(BIN)/%: FORCE
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
+	$(GO) build -trimpath -buildvcs=false -buildmode=pie -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
 
 FORCE:
 
@@ -125,8 +145,49 @@ uninstall:
 		$(DESTDIR)$(MANDIR)/man8/mount.safe.8 $(DESTDIR)$(MANDIR)/man8/safefsd.8
 	-rmdir $(DESTDIR)$(DAEMONDIR)
 
+## vendor: copy the Go modules into vendor/, so that dpkg-buildpackage can build without network access
+vendor:
+	$(GO) mod vendor
+
+## deb: build the Debian package into dist/ (a copy of this tree, vendored, built with no network) and run lintian on it
+deb: deb-build
+	$(LINTIAN) --fail-on error $(DISTDIR)/safefs_*.changes
+
+# The package is built in a copy of the tree (what git tracks and any new
+# file it does not ignore) under $(DISTDIR)/build, so that this tree keeps
+# no vendor/ or build leftovers. `go mod vendor` may use the network; the
+# build that follows has none, nor a HOME to write to.
+deb-build:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
+		{ echo "make deb needs dpkg-buildpackage and debhelper (make deps installs them)"; exit 1; }
+	rm -rf $(DISTDIR)/build
+	mkdir -p $(DISTDIR)/build/safefs
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git ls-files -z --cached --others --exclude-standard | tar --null -T - --ignore-failed-read -cf - ; \
+	else \
+		tar --exclude=./bin --exclude=./dist --exclude=./vendor --exclude=./.git -cf - . ; \
+	fi | tar -xf - -C $(DISTDIR)/build/safefs
+	cd $(DISTDIR)/build/safefs && $(GO) mod vendor
+	cd $(DISTDIR)/build/safefs && \
+		$(DEB_NONET) env HOME=/nonexistent GOCACHE=$(DEB_GOCACHE) GOPROXY=off GO=$(GO) dpkg-buildpackage -b -us -uc
+	for f in $(DISTDIR)/build/*.deb $(DISTDIR)/build/*.buildinfo $(DISTDIR)/build/*.changes; do mv $$f $(DISTDIR)/; done
+	rm -rf $(DISTDIR)/build
+	@ls -l $(DISTDIR)/*.deb
+
+## reproducible-check: build the package twice, in two directories with empty Go build caches, and compare them byte for byte
+reproducible-check:
+	rm -rf $(DISTDIR)/repro
+	$(MAKE) deb-build DISTDIR=$(DISTDIR)/repro/one DEB_GOCACHE=$(abspath $(DISTDIR))/repro/cache-one
+	$(MAKE) deb-build DISTDIR=$(DISTDIR)/repro/second/build DEB_GOCACHE=$(abspath $(DISTDIR))/repro/cache-second
+	set -e; for deb in $(DISTDIR)/repro/one/*.deb; do \
+		other=$(DISTDIR)/repro/second/build/$$(basename $$deb); \
+		mkdir -p $$deb.x $$other.x; dpkg-deb -x $$deb $$deb.x; dpkg-deb -x $$other $$other.x; \
+		diff -r --no-dereference $$deb.x $$other.x; cmp $$deb $$other; echo "identical: $$(basename $$deb)"; \
+	done
+	rm -rf $(DISTDIR)/repro
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DISTDIR)
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## /  make /'

@@ -13,7 +13,8 @@ import (
 )
 
 // TestInstallAndUnits runs make install into a DESTDIR, checks every file
-// landed where mount(8) and systemd look, verifies both units, rates the
+// landed where mount(8) and systemd look and that both binaries name the
+// version git describe gives, verifies both units, rates the
 // service's exposure (at most 1.0), and checks make uninstall removes it
 // all.
 func TestInstallAndUnits(t *testing.T) {
@@ -39,6 +40,18 @@ func TestInstallAndUnits(t *testing.T) {
 	for _, f := range files {
 		if _, err := os.Stat(filepath.Join(dest, f)); err != nil {
 			t.Errorf("make install: %v", err)
+		}
+	}
+	// Both binaries name the version make gave them: git describe's.
+	version := "devel"
+	if out, err := exec.Command("git", "-C", "..", "describe", "--tags", "--always", "--dirty").Output(); err == nil {
+		version = strings.TrimSpace(string(out))
+	}
+	for _, bin := range []string{"usr/sbin/mount.safe", "usr/libexec/safefs/safefsd"} {
+		out, err := exec.Command(filepath.Join(dest, bin), "--version").CombinedOutput()
+		want := filepath.Base(bin) + " (safefs) " + version + "\n"
+		if err != nil || string(out) != want {
+			t.Errorf("%s --version: %v, %q, want %q", bin, err, out, want)
 		}
 	}
 	svc := filepath.Join(dest, "usr/lib/systemd/system/safefsd@.service")

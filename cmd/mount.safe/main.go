@@ -32,7 +32,8 @@ const (
 	exitFailure  = 32 // mount failure
 )
 
-// version is set at build time (-ldflags -X main.version=...).
+// version is set at build time (-ldflags -X main.version=...): the output
+// of git describe, or the package version in a distribution's build.
 var version = "devel"
 
 // fsTypes maps the -t values mount(8) may pass to filesystem names.

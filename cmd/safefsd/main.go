@@ -34,7 +34,6 @@ import (
 	"io"
 	"log"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"unsafe"
 
@@ -52,6 +51,10 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 )
+
+// version is set at build time (-ldflags -X main.version=...): the output
+// of git describe, or the package version in a distribution's build.
+var version = "devel"
 
 func init() {
 	// Set no_new_privs while the runtime still runs initialization on the
@@ -120,7 +123,7 @@ already mounted; safefsd exits with status 0 when that mount is unmounted.
 		return exitUsage
 	}
 	if *showVersion {
-		fmt.Fprintln(os.Stdout, version())
+		fmt.Fprintf(os.Stdout, "safefsd (safefs) %s\n", version)
 		return 0
 	}
 	usage := func(format string, a ...any) int {
@@ -255,20 +258,4 @@ func explainOpen(name string, err error) string {
 		return fmt.Sprintf("%s: reading the superblock failed: %v", name, err)
 	}
 	return fmt.Sprintf("%s: %v", name, err)
-}
-
-// version names the build: the module version when built from a module,
-// with the VCS revision when known.
-func version() string {
-	v := "(devel)"
-	rev := ""
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v = bi.Main.Version
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				rev = " " + s.Value
-			}
-		}
-	}
-	return fmt.Sprintf("safefsd %s%s %s %s/%s", v, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
