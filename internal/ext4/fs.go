@@ -18,7 +18,10 @@ type Options struct {
 	NoRecovery bool
 	// BlockCacheBytes bounds the metadata block cache (default 32 MiB).
 	BlockCacheBytes int
-	// InodeCacheEntries bounds the parsed-inode cache (default 65536).
+	// InodeCacheEntries bounds the parsed-inode cache (default 65536),
+	// counted in inodes of 256 bytes: a larger inode counts as several
+	// (a 1 KiB inode as four), so the on-disk copies cached stay within
+	// 256 bytes per entry (16 MiB by default) whatever the inode size.
 	InodeCacheEntries int
 	// Report, when set, receives corruption that was skipped over rather
 	// than returned (a damaged directory block during ReadDir, a damaged

@@ -218,8 +218,21 @@ func (fs *FS) readInode(ino uint32) (*Inode, error) {
 			return nil, err
 		}
 	}
-	fs.inodes.put(ino, uint64(ino), in, 1)
+	fs.inodes.put(ino, uint64(ino), in, inodeCost(len(raw)))
 	return in, nil
+}
+
+// inodeCacheUnit is the inode size the inode cache's budget is counted
+// in. A parsed inode keeps its whole on-disk copy (for in-inode xattrs),
+// and s_inode_size may be as large as a block (64 KiB): counting each
+// inode as one entry would let a filesystem of large inodes hold 4 GiB in
+// a cache of 65,536 entries.
+const inodeCacheUnit = 256
+
+// inodeCost is what an inode of size bytes costs in the inode cache: one
+// entry per started inodeCacheUnit.
+func inodeCost(size int) int {
+	return max(1, (size+inodeCacheUnit-1)/inodeCacheUnit)
 }
 
 // fitsInInode mirrors EXT4_FITS_IN_INODE: an extra field is present only

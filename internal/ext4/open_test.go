@@ -213,3 +213,21 @@ func TestTinyDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestInodeCacheBytes checks that the inode cache's bound holds in bytes
+// whatever the inode size: with 1 KiB inodes, a budget of 64 entries (of
+// 256 bytes) keeps at most 16 KiB of inodes, not 64 of them.
+func TestInodeCacheBytes(t *testing.T) {
+	img := testimg.Build(t, specNamed(t, "ext4-1024inode"))
+	const entries = 64
+	fsys := openImage(t, img, &ext4.Options{InodeCacheEntries: entries})
+	if fsys.Superblock().InodeSize != 1024 {
+		t.Fatalf("inode size %d, want 1024", fsys.Superblock().InodeSize)
+	}
+	for ino := uint32(11); ino < 1000; ino++ {
+		fsys.Inode(ino) // unused inodes fail, but are read and cached all the same
+	}
+	if n := ext4.InodeCacheBytes(fsys); n == 0 || n > entries*256 {
+		t.Errorf("the inode cache holds %d bytes of inodes, want some and at most %d", n, entries*256)
+	}
+}
