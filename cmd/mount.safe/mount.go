@@ -149,6 +149,12 @@ func mount(inv *invocation, logf, warn func(string, ...any)) error {
 	if err := conn.Send(&fdpass.FuseDevice{}, fuse); err != nil {
 		return daemonFailed(src, err)
 	}
+	// The daemon holds the connection now; this descriptor would only
+	// keep it alive if the daemon died. Then every request on the mount
+	// (our own stat of it, below, included) would wait for an answer
+	// forever, where with the daemon's the last descriptor gone they fail
+	// at once (ENOTCONN).
+	fuse.Close()
 	if _, _, err := conn.Expect(fdpass.TReady); err != nil {
 		var pe *fdpass.PeerError
 		if errors.As(err, &pe) {
@@ -161,7 +167,14 @@ func mount(inv *invocation, logf, warn func(string, ...any)) error {
 		return failf(exitFailure, "%s: %v", src, err)
 	}
 	raiseReadAhead(inv.target, params.MaxRead, logf)
-	conn.Send(&fdpass.Goodbye{Reason: "mounted"})
+	if err := conn.Send(&fdpass.Goodbye{Reason: "mounted"}); err != nil {
+		// The daemon died after answering INIT: the mount could only
+		// answer ENOTCONN. Take it away again.
+		if uerr := unix.Unmount(inv.target, 0); uerr != nil {
+			unix.Unmount(inv.target, unix.MNT_DETACH)
+		}
+		return daemonFailed(src, err)
+	}
 	ok = true
 	return nil
 }
@@ -226,7 +239,7 @@ func openSource(path string, write bool) (*os.File, bool, error) {
 		unix.Close(probe)
 		return f, true, nil
 	case st.Mode().IsRegular():
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if err := lockImage(f); err != nil {
 			f.Close()
 			return nil, false, fmt.Errorf("the image is in use by another mount (%v)", err)
 		}
@@ -234,6 +247,27 @@ func openSource(path string, write bool) (*os.File, bool, error) {
 	}
 	f.Close()
 	return nil, false, fmt.Errorf("not a block device or a regular file (%s)", st.Mode().Type())
+}
+
+// imageLockWait is how long lockImage waits for another mount's daemon
+// to let go of an image.
+const imageLockWait = 3 * time.Second
+
+// lockImage locks an image file for this mount. The lock belongs to the
+// open file, which the daemon of a mount holds until it exits, and
+// unmounting a (non-fuseblk) FUSE mount does not wait for its daemon to
+// exit: a mount made right after an umount of the same image may find the
+// old daemon still on its way out, so a held lock is retried for a
+// moment before the image is called busy.
+func lockImage(f *os.File) error {
+	deadline := time.Now().Add(imageLockWait)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EWOULDBLOCK || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // createSuperblock creates the FUSE superblock, detached. The kernel
