@@ -27,6 +27,8 @@ FUZZ_TARGETS := \
 	./internal/ext4:FuzzImage \
 	./internal/ext4:FuzzDirHash \
 	./internal/fdpass:FuzzDecode \
+	./cmd/safefsd:FuzzDaemonHandshake \
+	./cmd/mount.safe:FuzzHelperHandshake \
 	./internal/iomap:FuzzMap \
 	./internal/journal:FuzzRecover
 
