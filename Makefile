@@ -29,6 +29,7 @@ FUZZ_TARGETS := \
 	./internal/fdpass:FuzzDecode \
 	./cmd/safefsd:FuzzDaemonHandshake \
 	./cmd/mount.safe:FuzzHelperHandshake \
+	./internal/fusefs:FuzzRequest \
 	./internal/iomap:FuzzMap \
 	./internal/journal:FuzzRecover
 
