@@ -26,6 +26,7 @@ import (
 // file, byte for byte.
 func TestDeviceErrors(t *testing.T) {
 	testmount.Require(t)
+	t.Parallel()
 	testimg.RequireKernelMount(t) // losetup
 	c := newCrafted(t)
 	want := map[string][]byte{

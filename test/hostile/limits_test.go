@@ -32,6 +32,7 @@ const craftBlock = 4096
 // on itself, and one xattr block shared by 5,000 inodes.
 func TestLimits(t *testing.T) {
 	testmount.Require(t)
+	t.Parallel()
 	var rows []row
 	t.Run("million-entry directory", func(t *testing.T) { rows = append(rows, millionEntries(t)) })
 	t.Run("million-extent file", func(t *testing.T) { rows = append(rows, millionExtents(t)) })

@@ -18,13 +18,20 @@ import (
 )
 
 // SeedsEnv names the environment variable that sets how many corrupted
-// variants TestMutation makes of each image (default 2; make hostile
-// uses more).
+// variants TestMutation makes of each image: by default 1, or 8 in the
+// long run (LongEnv).
 const SeedsEnv = "SAFEFS_MUTATION_SEEDS"
+
+// LongEnv names the environment variable that, when non-empty, asks for
+// the long run (make hostile): more variants of each image, and every
+// entry of the 100,000-entry directories looked up, not one in ten.
+const LongEnv = "SAFEFS_HOSTILE_LONG"
 
 // TestMutation corrupts random bytes in the metadata of every image of
 // the test matrix, with deterministic seeds, and mounts and walks each
-// variant (see mountAndWalk for what must hold). Which blocks are
+// variant (see mountAndWalk for what must hold). By default it makes one
+// variant of each image and looks up one entry in ten of directories of
+// over 10,000 entries; the long run (LongEnv) makes 8 and looks up all. Which blocks are
 // metadata is e2image's answer, not ours: the blocks `e2image -r` copies
 // (superblocks, descriptors, bitmaps, inode tables, directories, extent
 // and xattr blocks, symlinks, the journal), less the ones that are all
@@ -34,8 +41,15 @@ func TestMutation(t *testing.T) {
 	if _, err := exec.LookPath("e2image"); err != nil {
 		t.Skip("e2image not installed (e2fsprogs)")
 	}
+	// The longest test of the package, and the first in it: parallel,
+	// it runs beside all the others (its images include the mmp one,
+	// whose build sleeps 22 s in e2fsck and debugfs).
 	t.Parallel()
-	seeds := 2
+	long := os.Getenv(LongEnv) != ""
+	seeds := 1
+	if long {
+		seeds = 8
+	}
 	if s := os.Getenv(SeedsEnv); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -57,10 +71,16 @@ func TestMutation(t *testing.T) {
 			t.Errorf("%s: e2image found no metadata blocks", spec.Name)
 			continue
 		}
+		lim := defaultLimits
+		if !long {
+			// A full walk of 100,000 entries takes 10 s; every
+			// name is still listed.
+			lim.statEvery = 10
+		}
 		for seed := 1; seed <= seeds; seed++ {
 			name := fmt.Sprintf("%s/%d", spec.Name, seed)
 			restore := mutate(t, img, blocks, bs, spec.Name, uint64(seed))
-			r := mountAndWalk(t, svc, name, img, defaultLimits)
+			r := mountAndWalk(t, svc, name, img, lim)
 			restore()
 			if r.served {
 				served++
@@ -69,6 +89,35 @@ func TestMutation(t *testing.T) {
 		}
 	}
 	t.Logf("corrupted matrix images: %d variants, %d served, %d refused\n%s", len(rows), served, len(rows)-served, table(rows))
+}
+
+// TestCorpus mounts every image of the e2fsprogs corpus through
+// mount.safe and walks it (see mountAndWalk for what must hold), then
+// prints a table of what was served and refused.
+func TestCorpus(t *testing.T) {
+	dir := testimg.CorpusDir()
+	if dir == "" {
+		t.Skip("no e2fsprogs corpus beside the repository (../shared/corpus/e2fsprogs) and $" + testimg.CorpusEnv + " unset")
+	}
+	testmount.Require(t)
+	t.Parallel()
+	svc := testmount.NewService(t)
+	tmp := t.TempDir()
+	var rows []row
+	served := 0
+	for _, c := range testimg.CorpusImages(dir) {
+		img := filepath.Join(tmp, c.Name+".img")
+		if err := c.WriteFile(img, 1<<30); err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+			continue
+		}
+		r := mountAndWalk(t, svc, c.Name, img, defaultLimits)
+		if r.served {
+			served++
+		}
+		rows = append(rows, r)
+	}
+	t.Logf("e2fsprogs corpus: %d images, %d served, %d refused\n%s", len(rows), served, len(rows)-served, table(rows))
 }
 
 // metadataBlocks returns the numbers of the non-zero blocks that
