@@ -36,7 +36,7 @@ FUZZ_TARGETS := \
 # Debian packages the build and the tests need.
 DEB_PACKAGES := e2fsprogs acl attr libseccomp-dev pkg-config gcc util-linux fuse3 systemd
 
-.PHONY: install uninstall race all build check test vet fmt-check fuzz fuzz-brief bench bench-go deps demo clean help
+.PHONY: install uninstall race all build check test vet fmt-check fuzz fuzz-brief hostile bench bench-go deps demo clean help
 
 all: build
 
@@ -86,6 +86,10 @@ fuzz-brief:
 
 ## fuzz: every fuzz target for FUZZTIME each (e.g. make fuzz FUZZTIME=10m)
 fuzz: fuzz-brief
+
+## hostile: the long run of test/hostile (as root, ~10 min): 8 corrupted variants of each matrix image, every entry of the large directories; tables of what was served and refused
+hostile:
+	SAFEFS_HOSTILE_LONG=1 $(GO) test -count=1 -v -timeout 2h ./test/hostile
 
 ## bench: safefs against the kernel's ext4 and fuse2fs on one image, one table (as root, ~8 min; BENCHFLAGS=-runs 5 ...; see bench/README.md)
 bench: build
