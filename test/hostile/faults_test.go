@@ -126,6 +126,7 @@ func TestDaemonKilled(t *testing.T) {
 	testmount.Require(t)
 	t.Parallel()
 	img := testimg.Build(t, testimg.Spec{Name: "faults", MkfsArgs: []string{"-t", "ext4"}, SizeMB: 16, Tree: testimg.TreeSmall})
+	unchanged(t, img)
 	for _, s := range handshakeStages {
 		t.Run(s.name, func(t *testing.T) {
 			svc := testmount.NewService(t)
@@ -234,6 +235,17 @@ func TestDaemonKilled(t *testing.T) {
 	})
 }
 
+// unchanged checks, when the test ends, that img's SHA-256 is what it
+// is now.
+func unchanged(t *testing.T, img string) {
+	before := sha256File(t, img)
+	t.Cleanup(func() {
+		if after := sha256File(t, img); after != before {
+			t.Errorf("%s was written: sha256 %s before, %s after", img, before, after)
+		}
+	})
+}
+
 // kill kills the daemon and waits for it to be gone.
 func kill(t *testing.T, d *testmount.Daemon) {
 	d.Kill()
@@ -291,7 +303,7 @@ func deadMount(t *testing.T, dir string) {
 func killDuring(t *testing.T, img string, work func(dir string, progress *atomic.Int64) error, after int64) {
 	t.Helper()
 	svc := testmount.NewService(t)
-	before := sha256File(t, img)
+	unchanged(t, img)
 	dir := t.TempDir()
 	res := svc.Mount(t, img, dir, "-o", "ro")
 	if res.Status != 0 || res.Daemon == nil {
@@ -328,9 +340,6 @@ func killDuring(t *testing.T, img string, work func(dir string, progress *atomic
 	if pids := testmount.DaemonsHolding(img); len(pids) > 0 {
 		t.Errorf("safefsd processes %v still hold %s", pids, img)
 	}
-	if after := sha256File(t, img); after != before {
-		t.Errorf("the image was written: sha256 %s before, %s after", before, after)
-	}
 }
 
 // TestHelperKilled kills mount.safe with SIGKILL at each step of the
@@ -340,6 +349,7 @@ func TestHelperKilled(t *testing.T) {
 	testmount.Require(t)
 	t.Parallel()
 	img := testimg.Build(t, testimg.Spec{Name: "faults", MkfsArgs: []string{"-t", "ext4"}, SizeMB: 16, Tree: testimg.TreeSmall})
+	unchanged(t, img)
 	stages := append(handshakeStages[:len(handshakeStages):len(handshakeStages)],
 		handshakeStage{"after Ready, before attaching", false, fdpass.TReady, false})
 	for _, s := range stages {
