@@ -3,6 +3,7 @@ package hostile
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,6 +37,8 @@ func TestLimits(t *testing.T) {
 	var rows []row
 	t.Run("million-entry directory", func(t *testing.T) { rows = append(rows, millionEntries(t)) })
 	t.Run("million-extent file", func(t *testing.T) { rows = append(rows, millionExtents(t)) })
+	t.Run("million empty directory blocks", func(t *testing.T) { rows = append(rows, emptyBlocksDir(t)) })
+	t.Run("directory larger than its filesystem", func(t *testing.T) { rows = append(rows, hugeDir(t)) })
 	t.Run("deep directory chain", func(t *testing.T) { rows = append(rows, deepChain(t)) })
 	t.Run("shared xattr block", func(t *testing.T) { rows = append(rows, sharedXattrBlock(t)) })
 	t.Logf("resource limits:\n%s", table(rows))
@@ -128,31 +131,26 @@ func millionEntries(t *testing.T) row {
 	return r
 }
 
-// millionExtents makes "frag" a file of a million one-block extents
-// (4 GiB) in an extent tree of depth 3, alternating between the blocks
-// of two files "a" and "b", and reads it whole in the walk, then checks
-// blocks spread over the whole file.
-func millionExtents(t *testing.T) row {
-	const n = 1 << 20 // extents
-	const perBlock = (craftBlock - 12) / 12
-	leaves := (n + perBlock - 1) / perBlock
-	index1 := (leaves + perBlock - 1) / perBlock
-	if index1 > perBlock {
-		t.Fatalf("%d index blocks do not fit under one", index1)
+// extentsPerBlock is how many extents or index entries an extent block
+// of craftBlock bytes holds.
+const extentsPerBlock = (craftBlock - 12) / 12
+
+// extentTreeBlocks is how many blocks writeExtentTree needs for n
+// extents.
+func extentTreeBlocks(n int) int {
+	total := 0
+	for n > 4 {
+		n = (n + extentsPerBlock - 1) / extentsPerBlock
+		total += n
 	}
-	c := newCrafted(t)
-	pattern := func(c byte) []byte { return bytes.Repeat([]byte{c}, craftBlock) }
-	c.file("a", pattern('a'))
-	c.file("b", pattern('b'))
-	c.file("frag", pattern('f'))
-	c.file("pool", randomData(8, (leaves+index1+1)*craftBlock))
-	c.mkfs(64<<20, "-b", "4096", "-O", "^metadata_csum")
-	a, b := c.blocks("/a")[0], c.blocks("/b")[0]
-	pool := c.blocks("/pool")
-	img, err := os.OpenFile(c.img, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	return total
+}
+
+// writeExtentTree writes an extent tree of n extents (ext(i) gives the
+// i-th, in logical order: first logical block, length, physical block)
+// into pool's blocks of img, as deep as it needs, and returns the 60-byte
+// root for i_block.
+func writeExtentTree(t *testing.T, img *os.File, pool []int64, n int, ext func(i int) (uint32, uint16, int64)) []byte {
 	le := binary.LittleEndian
 	header := func(buf []byte, entries, maxEntries, depth int) {
 		le.PutUint16(buf[0:], 0xF30A)
@@ -161,72 +159,115 @@ func millionExtents(t *testing.T) row {
 		le.PutUint16(buf[6:], uint16(depth))
 		le.PutUint32(buf[8:], 0)
 	}
-	index := func(buf []byte, first uint32, child int64) {
-		le.PutUint32(buf[0:], first)
-		le.PutUint32(buf[4:], uint32(child))
-		le.PutUint16(buf[8:], uint16(child>>32))
-		le.PutUint16(buf[10:], 0)
+	type node struct {
+		first uint32
+		blk   int64
 	}
-	write := func(buf []byte, blk int64) {
+	if len(pool) < extentTreeBlocks(n) {
+		t.Fatalf("%d blocks for an extent tree that needs %d", len(pool), extentTreeBlocks(n))
+	}
+	buf := make([]byte, craftBlock)
+	write := func(blk int64) {
 		if _, err := img.WriteAt(buf, blk*craftBlock); err != nil {
 			t.Fatal(err)
 		}
 	}
-	buf := make([]byte, craftBlock)
-	// Leaves: pool[0:leaves].
-	for l := 0; l < leaves; l++ {
+	// The leaves.
+	var level []node
+	for first := 0; first < n; first += extentsPerBlock {
 		clear(buf)
-		first := l * perBlock
-		cnt := min(perBlock, n-first)
-		header(buf, cnt, perBlock, 0)
+		cnt := min(extentsPerBlock, n-first)
+		header(buf, cnt, extentsPerBlock, 0)
+		var lfirst uint32
 		for i := 0; i < cnt; i++ {
-			e := buf[12+12*i:]
-			lblk := first + i
-			phys := a
-			if lblk%2 == 1 {
-				phys = b
+			lblk, length, phys := ext(first + i)
+			if i == 0 {
+				lfirst = lblk
 			}
-			le.PutUint32(e[0:], uint32(lblk))
-			le.PutUint16(e[4:], 1)
+			e := buf[12+12*i:]
+			le.PutUint32(e[0:], lblk)
+			le.PutUint16(e[4:], length)
 			le.PutUint16(e[6:], uint16(phys>>32))
 			le.PutUint32(e[8:], uint32(phys))
 		}
-		write(buf, pool[l])
+		blk := pool[0]
+		pool = pool[1:]
+		write(blk)
+		level = append(level, node{lfirst, blk})
 	}
-	// Depth-1 index blocks: pool[leaves:leaves+index1].
-	for x := 0; x < index1; x++ {
-		clear(buf)
-		first := x * perBlock
-		cnt := min(perBlock, leaves-first)
-		header(buf, cnt, perBlock, 1)
-		for i := 0; i < cnt; i++ {
-			index(buf[12+12*i:], uint32((first+i)*perBlock), pool[first+i])
+	index := func(b []byte, nd node) {
+		le.PutUint32(b[0:], nd.first)
+		le.PutUint32(b[4:], uint32(nd.blk))
+		le.PutUint16(b[8:], uint16(nd.blk>>32))
+		le.PutUint16(b[10:], 0)
+	}
+	depth := 1
+	for ; len(level) > 4; depth++ {
+		var up []node
+		for first := 0; first < len(level); first += extentsPerBlock {
+			clear(buf)
+			cnt := min(extentsPerBlock, len(level)-first)
+			header(buf, cnt, extentsPerBlock, depth)
+			for i := 0; i < cnt; i++ {
+				index(buf[12+12*i:], level[first+i])
+			}
+			blk := pool[0]
+			pool = pool[1:]
+			write(blk)
+			up = append(up, node{level[first].first, blk})
 		}
-		write(buf, pool[leaves+x])
+		level = up
 	}
-	// The depth-2 block: pool[leaves+index1].
-	top := pool[leaves+index1]
-	clear(buf)
-	header(buf, index1, perBlock, 2)
-	for x := 0; x < index1; x++ {
-		index(buf[12+12*x:], uint32(x*perBlock*perBlock), pool[leaves+x])
-	}
-	write(buf, top)
-	// The root in frag's i_block, and its size.
-	off, _ := c.inodeOffset("/frag", craftBlock)
 	root := make([]byte, 60)
-	header(root, 1, 4, 3)
-	index(root[12:], 0, top)
-	if _, err := img.WriteAt(root, off+0x28); err != nil {
+	header(root, len(level), 4, depth)
+	for i, nd := range level {
+		index(root[12+12*i:], nd)
+	}
+	return root
+}
+
+// setInode writes fields of the inode of path: i_block (if root is not
+// nil), i_size (both halves), and i_mode (if mode is not 0).
+func (c *crafted) setInode(path string, root []byte, size uint64, mode uint16) {
+	c.t.Helper()
+	off, _ := c.inodeOffset(path, craftBlock)
+	le := binary.LittleEndian
+	if root != nil {
+		c.writeAt(root, off+0x28)
+	}
+	c.writeAt(le.AppendUint32(nil, uint32(size)), off+0x04)
+	c.writeAt(le.AppendUint32(nil, uint32(size>>32)), off+0x6C)
+	if mode != 0 {
+		c.writeAt(le.AppendUint16(nil, mode), off)
+	}
+}
+
+// millionExtents makes "frag" a file of a million one-block extents
+// (4 GiB) in an extent tree of depth 3, alternating between the blocks
+// of two files "a" and "b", and reads it whole in the walk, then checks
+// blocks spread over the whole file.
+func millionExtents(t *testing.T) row {
+	const n = 1 << 20 // extents
+	c := newCrafted(t)
+	pattern := func(c byte) []byte { return bytes.Repeat([]byte{c}, craftBlock) }
+	c.file("a", pattern('a'))
+	c.file("b", pattern('b'))
+	c.file("frag", pattern('f'))
+	c.file("pool", randomData(8, extentTreeBlocks(n)*craftBlock))
+	c.mkfs(64<<20, "-b", "4096", "-O", "^metadata_csum")
+	a, b := c.blocks("/a")[0], c.blocks("/b")[0]
+	img, err := os.OpenFile(c.img, os.O_RDWR, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	fileSize := uint64(n) * craftBlock
-	size := make([]byte, 4)
-	le.PutUint32(size, uint32(fileSize))
-	img.WriteAt(size, off+0x04)
-	le.PutUint32(size, uint32(fileSize>>32))
-	img.WriteAt(size, off+0x6C)
+	root := writeExtentTree(t, img, c.blocks("/pool"), n, func(i int) (uint32, uint16, int64) {
+		if i%2 == 1 {
+			return uint32(i), 1, b
+		}
+		return uint32(i), 1, a
+	})
 	img.Close()
+	c.setInode("/frag", root, n*craftBlock, 0)
 
 	// Read all of it: every extent of the tree.
 	lim := defaultLimits
@@ -265,6 +306,90 @@ func millionExtents(t *testing.T) row {
 				t.Errorf("frag at block %d: %q..., want %q...", lblk, got[:8], want[:8])
 				return w
 			}
+		}
+		return w
+	})
+}
+
+// emptyBlocksDir makes "empty" a directory of nearly 4 GiB, the largest
+// there is without large_dir, on a filesystem just large enough to hold
+// it: its first block holds "." and "..", and
+// every one of the other million blocks, each its own extent, is the
+// block of a file "z", an empty directory block. Listing it reads a
+// million blocks to find nothing, and so does looking a name up.
+func emptyBlocksDir(t *testing.T) row {
+	const n = 1<<20 - 1 // blocks: the size must fit in 32 bits
+	c := newCrafted(t)
+	// Not zeros: mke2fs -d would leave a block of zeros a hole.
+	c.file("empty", randomData(11, craftBlock))
+	c.file("z", randomData(12, craftBlock))
+	c.file("pool", randomData(10, extentTreeBlocks(n)*craftBlock))
+	// A directory cannot be larger than its filesystem: this one has
+	// room for it (the image is sparse).
+	c.mkfs(n*craftBlock+64<<20, "-b", "4096", "-O", "^metadata_csum", "-N", "4096")
+	first, z := c.blocks("/empty")[0], c.blocks("/z")[0]
+	_, ino := c.inodeOffset("/empty", craftBlock)
+	var b []byte
+	b = putDirent(b, uint32(ino), ".", 2, 12)
+	b = putDirent(b, 2, "..", 2, craftBlock-12)
+	c.writeAt(b, first*craftBlock)
+	c.writeAt(putDirent(nil, 0, "", 0, craftBlock), z*craftBlock)
+	img, err := os.OpenFile(c.img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := writeExtentTree(t, img, c.blocks("/pool"), n, func(i int) (uint32, uint16, int64) {
+		if i == 0 {
+			return 0, 1, first
+		}
+		return uint32(i), 1, z
+	})
+	img.Close()
+	c.setInode("/empty", root, n*craftBlock, 0o40755)
+	c.debugfs([]string{"sif /empty links_count 2"})
+	svc := testmount.NewService(t)
+	return mountAnd(t, svc, "million empty directory blocks", c.img, defaultLimits, func(dir string, lim walkLimits, abort func()) walkResult {
+		w := walkMount(dir, lim, abort)
+		if w.errorCount() > 0 {
+			t.Errorf("walk: %s: %q", w.errSummary(), w.firstErrs)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, "empty", "nothing")); !errors.Is(err, unix.ENOENT) {
+			t.Errorf("looking up a name in the empty directory: %v, want ENOENT", err)
+		}
+		return w
+	})
+}
+
+// hugeDir makes "huge" a large_dir directory that claims 16 TiB: 2^32
+// blocks in 131,072 extents of 32,768 blocks each, all on the same
+// device blocks. Reading them all would take hours; a directory cannot be
+// larger than its filesystem, so listing it and looking names up in it
+// must fail at once, with the inode named in the log.
+func hugeDir(t *testing.T) row {
+	const n = 1 << 17 // extents
+	const extLen = 1 << 15
+	c := newCrafted(t)
+	c.file("huge", randomData(13, craftBlock))
+	c.file("pool", randomData(14, extentTreeBlocks(n)*craftBlock))
+	c.mkfs(256<<20, "-b", "4096", "-O", "^metadata_csum,large_dir")
+	img, err := os.OpenFile(c.img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := writeExtentTree(t, img, c.blocks("/pool"), n, func(i int) (uint32, uint16, int64) {
+		return uint32(i * extLen), extLen, 1000
+	})
+	img.Close()
+	c.setInode("/huge", root, uint64(n)*extLen*craftBlock, 0o40755)
+	c.debugfs([]string{"sif /huge links_count 2"})
+	svc := testmount.NewService(t)
+	return mountAnd(t, svc, "directory larger than its filesystem", c.img, defaultLimits, func(dir string, lim walkLimits, abort func()) walkResult {
+		w := walkMount(dir, lim, abort)
+		if w.errs[unix.EUCLEAN] == 0 || w.errorCount() != w.errs[unix.EUCLEAN] {
+			t.Errorf("walk: %s (%q), want EUCLEAN reading the huge directory", w.errSummary(), w.firstErrs)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, "huge", "nothing")); !errors.Is(err, unix.EUCLEAN) {
+			t.Errorf("looking up a name in the huge directory: %v, want EUCLEAN", err)
 		}
 		return w
 	})
