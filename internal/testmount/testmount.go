@@ -398,16 +398,42 @@ func Conn(dir string) (uint32, error) {
 	return uint32(n), nil
 }
 
+var (
+	abortedMu sync.Mutex
+	aborted   = map[uint32]bool{}
+)
+
 // Abort ends FUSE connection conn through the fusectl filesystem (mounting
 // it where nothing did: systemd does at boot): every request waiting on
 // the daemon fails at once, and later ones fail with ENOTCONN.
 func Abort(conn uint32) error {
+	abortedMu.Lock()
+	aborted[conn] = true
+	abortedMu.Unlock()
 	const ctl = "/sys/fs/fuse/connections"
 	file := fmt.Sprintf("%s/%d/abort", ctl, conn)
 	if _, err := os.Stat(file); err != nil {
 		unix.Mount("fusectl", ctl, "fusectl", 0, "")
 	}
 	return os.WriteFile(file, []byte("1"), 0)
+}
+
+// Aborted reports whether this process aborted connection conn.
+func Aborted(conn uint32) bool {
+	abortedMu.Lock()
+	defer abortedMu.Unlock()
+	return aborted[conn]
+}
+
+// AbortedByOthers reports whether a daemon's log shows its connection
+// aborted (its reads of /dev/fuse failing with ECONNABORTED, which only
+// a write to the connection's fusectl abort file causes) when this
+// process never aborted conn: on a machine shared with other tests, one
+// that aborts a connection by a number that has since been reused by a
+// mount of ours. The daemon then exits with status 1, through no fault of
+// its own.
+func AbortedByOthers(conn uint32, log string) bool {
+	return !Aborted(conn) && strings.Contains(log, "software caused connection abort")
 }
 
 // DaemonPIDs lists the live safefsd processes on the machine (zombies

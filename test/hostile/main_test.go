@@ -179,6 +179,8 @@ func mountAnd(t *testing.T, svc *testmount.Service, name, src string, lim walkLi
 		t.Errorf("%s: the FUSE connection ended during the walk (%s); safefsd %v; log:\n%s", name, out.walk.errSummary(), st, log)
 	case herr != nil:
 		t.Errorf("%s: reading safefsd's peak memory: %v", name, herr)
+	case st != nil && st.Exited() && st.ExitCode() == 1 && testmount.AbortedByOthers(conn, log):
+		t.Logf("%s: another process aborted this mount's FUSE connection (%d); not checking how safefsd ended", name, conn)
 	case st != nil && (!st.Exited() || st.ExitCode() != 0):
 		t.Errorf("%s: safefsd ended with %v after the unmount, want status 0; log:\n%s", name, st, log)
 	}
