@@ -144,6 +144,7 @@ func mountAnd(t *testing.T, svc *testmount.Service, name, src string, lim walkLi
 	}
 	out.served = true
 	if d == nil {
+		testmount.Unmount(dir)
 		t.Fatalf("%s: mounted, but no daemon of the service serves it", name)
 	}
 	conn, err := testmount.Conn(dir)
