@@ -288,6 +288,11 @@ func millionExtents(t *testing.T) row {
 		if st, _ := f.Stat(); st.Size() != n*craftBlock {
 			t.Errorf("frag is %d bytes, want %d", st.Size(), n*craftBlock)
 		}
+		// The first hole is the end: SEEK_HOLE goes through every
+		// extent to find it.
+		if off, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_HOLE); err != nil || off != n*craftBlock {
+			t.Errorf("SEEK_HOLE in frag: %d, %v; want %d", off, err, n*craftBlock)
+		}
 		got := make([]byte, 2*craftBlock)
 		for i := 0; i < 1024; i++ {
 			lblk := int64(i)*(n/1024) + int64(i%7)
