@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -78,7 +79,7 @@ func TestSpawnMount(t *testing.T) {
 		}
 	}
 	// The daemon serving the mount is confined.
-	pid := daemonPID(t)
+	pid := daemonPID(t, img)
 	ds, err := sandbox.ReadStatus(filepath.Join("/proc", pid, "status"))
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +98,7 @@ func TestSpawnMount(t *testing.T) {
 	// The daemon exits once the kernel ends the connection.
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if countDaemons() == 0 {
+		if len(testmount.DaemonsHolding(img)) == 0 {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -105,14 +106,16 @@ func TestSpawnMount(t *testing.T) {
 	t.Errorf("safefsd still running 10 s after unmount")
 }
 
-// daemonPID returns the pid of the (one) running safefsd.
-func daemonPID(t *testing.T) string {
+// daemonPID returns the pid of the safefsd serving img. Daemons are
+// found by the image they hold, not by name alone: other tests may run
+// their own at the same time.
+func daemonPID(t *testing.T, img string) string {
 	t.Helper()
-	pids := testmount.DaemonPIDs()
-	if len(pids) == 0 {
-		t.Fatal("no safefsd process serves the mount")
+	pids := testmount.DaemonsHolding(img)
+	if len(pids) != 1 {
+		t.Fatalf("%d safefsd processes hold %s, want 1", len(pids), img)
 	}
-	return pids[0]
+	return strconv.Itoa(pids[0])
 }
 
 // TestFailures checks that each failure leaves nothing mounted, exits with
@@ -128,6 +131,11 @@ func TestFailures(t *testing.T) {
 	os.WriteFile(truncated, data[:len(data)/2], 0o644)
 	file := filepath.Join(t.TempDir(), "plain")
 	os.WriteFile(file, nil, 0o644)
+	noRoot := filepath.Join(t.TempDir(), "noroot.img")
+	os.WriteFile(noRoot, data, 0o644)
+	if out, err := exec.Command("debugfs", "-w", "-R", "clri <2>", noRoot).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs clri <2>: %v: %s", err, out)
+	}
 	cases := []struct {
 		name   string
 		args   []string
@@ -140,6 +148,7 @@ func TestFailures(t *testing.T) {
 		{"missing source", []string{"/nonexistent/img", dir}, exitFailure, []string{"/nonexistent/img", "no such file"}},
 		{"target not a directory", []string{img, file}, exitFailure, []string{file, "not a directory"}},
 		{"character device", []string{"/dev/null", dir}, exitFailure, []string{"/dev/null", "not a block device or a regular file"}},
+		{"damaged root", []string{noRoot, dir}, exitFailure, []string{noRoot, "root directory is damaged", "e2fsck"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -160,13 +169,11 @@ func TestFailures(t *testing.T) {
 	}
 }
 
-// countDaemons counts live safefsd processes.
-func countDaemons() int { return len(testmount.DaemonPIDs()) }
-
 // mountThroughService mounts a small image through a service listening
 // on sock, walks it, unmounts, and checks that the per-mount daemon ended
-// while the service (base daemons) stayed.
-func mountThroughService(t *testing.T, sock string, base int) {
+// (the daemon holding the image: other tests may run daemons of their
+// own meanwhile, and the service itself stays).
+func mountThroughService(t *testing.T, sock string) {
 	t.Helper()
 	img := testimg.Build(t, testimg.Spec{Name: "service", MkfsArgs: []string{"-t", "ext4"}, SizeMB: 16, Tree: testimg.TreeSmall})
 	dir := t.TempDir()
@@ -187,11 +194,11 @@ func mountThroughService(t *testing.T, sock string, base int) {
 		t.Fatalf("umount: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for countDaemons() > base && time.Now().Before(deadline) {
+	for len(testmount.DaemonsHolding(img)) > 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := countDaemons(); n != base {
-		t.Errorf("%d safefsd processes after unmount, want %d", n, base)
+	if pids := testmount.DaemonsHolding(img); len(pids) > 0 {
+		t.Errorf("safefsd processes %v still hold %s 10 s after the unmount", pids, img)
 	}
 }
 
@@ -215,7 +222,7 @@ func TestListenMount(t *testing.T) {
 	if st, err := os.Stat(sock); err != nil || st.Mode().Perm()&0o077 != 0 {
 		t.Fatalf("socket %s: %v, mode %v: want a root-only socket", sock, err, st.Mode())
 	}
-	mountThroughService(t, sock, 1)
+	mountThroughService(t, sock)
 	srv.Process.Signal(unix.SIGTERM)
 	if err := srv.Wait(); err != nil {
 		t.Errorf("listener exited with %v:\n%s", err, logs.String())
@@ -247,7 +254,7 @@ func TestSocketActivatedMount(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	mountThroughService(t, sock, 0)
+	mountThroughService(t, sock)
 }
 
 // TestDaemonGoneDuringHandshake plays a daemon that dies at each step of
