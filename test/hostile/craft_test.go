@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -53,8 +54,8 @@ func (c *crafted) file(name string, data []byte) {
 	}
 }
 
-// mkfs makes the image of size bytes from the source tree: ext4 without
-// a journal, with extra mke2fs arguments.
+// mkfs makes the image of size bytes from the source tree: ext4 (unless
+// args give -t) without a journal, with extra mke2fs arguments.
 func (c *crafted) mkfs(size int64, args ...string) {
 	c.t.Helper()
 	if err := os.WriteFile(c.img, nil, 0o644); err != nil {
@@ -63,7 +64,11 @@ func (c *crafted) mkfs(size int64, args ...string) {
 	if err := os.Truncate(c.img, size); err != nil {
 		c.t.Fatal(err)
 	}
-	a := append([]string{"-q", "-F", "-t", "ext4", "-O", "^has_journal", "-U", testimg.UUID}, args...)
+	a := []string{"-q", "-F", "-O", "^has_journal", "-U", testimg.UUID}
+	if !slices.Contains(args, "-t") {
+		a = append(a, "-t", "ext4")
+	}
+	a = append(a, args...)
 	a = append(a, "-d", c.src, c.img)
 	c.run("mke2fs", a...)
 }

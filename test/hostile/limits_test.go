@@ -39,6 +39,7 @@ func TestLimits(t *testing.T) {
 	t.Run("million-extent file", func(t *testing.T) { rows = append(rows, millionExtents(t)) })
 	t.Run("million empty directory blocks", func(t *testing.T) { rows = append(rows, emptyBlocksDir(t)) })
 	t.Run("directory larger than its filesystem", func(t *testing.T) { rows = append(rows, hugeDir(t)) })
+	t.Run("4 TiB of one aliased block", func(t *testing.T) { rows = append(rows, aliasedBlockMap(t)) })
 	t.Run("deep directory chain", func(t *testing.T) { rows = append(rows, deepChain(t)) })
 	t.Run("shared xattr block", func(t *testing.T) { rows = append(rows, sharedXattrBlock(t)) })
 	t.Logf("resource limits:\n%s", table(rows))
@@ -395,6 +396,52 @@ func hugeDir(t *testing.T) row {
 		}
 		if _, err := os.Lstat(filepath.Join(dir, "huge", "nothing")); !errors.Is(err, unix.EUCLEAN) {
 			t.Errorf("looking up a name in the huge directory: %v, want EUCLEAN", err)
+		}
+		return w
+	})
+}
+
+// aliasedBlockMap makes "huge" an ext2 file of 4 TiB whose every block
+// is the same device block: its direct pointers, and its indirect trees,
+// whose every pointer block is one block of 1,024 pointers to the next
+// level (for the triple-indirect tree, 1,024 pointers to one block of
+// 1,024 pointers to one block of 1,024 pointers to the data block). Every
+// block is data, none contiguous with the next, so finding its first hole
+// (at the end) means a billion mapping steps; the server may answer with
+// the end of the file sooner (lseek lets any file be all data) but must
+// answer.
+func aliasedBlockMap(t *testing.T) row {
+	c := newCrafted(t)
+	c.file("meta", randomData(15, 4*craftBlock))
+	c.file("huge", nil)
+	c.mkfs(64<<20, "-t", "ext2", "-b", "4096")
+	meta := c.blocks("/meta")
+	tind, dind, ind, data := meta[0], meta[1], meta[2], meta[3]
+	le := binary.LittleEndian
+	fill := func(blk, ptr int64) {
+		var b []byte
+		for range craftBlock / 4 {
+			b = le.AppendUint32(b, uint32(ptr))
+		}
+		c.writeAt(b, blk*craftBlock)
+	}
+	fill(tind, dind)
+	fill(dind, ind)
+	fill(ind, data)
+	const apb = craftBlock / 4
+	root := make([]byte, 60)
+	for i := 0; i < 12; i++ {
+		le.PutUint32(root[4*i:], uint32(data))
+	}
+	le.PutUint32(root[4*12:], uint32(ind))
+	le.PutUint32(root[4*13:], uint32(dind))
+	le.PutUint32(root[4*14:], uint32(tind))
+	c.setInode("/huge", root, (12+apb+apb*apb+apb*apb*apb)*craftBlock, 0)
+	svc := testmount.NewService(t)
+	return mountAnd(t, svc, "4 TiB of one aliased block", c.img, defaultLimits, func(dir string, lim walkLimits, abort func()) walkResult {
+		w := walkMount(dir, lim, abort)
+		if w.errorCount() > 0 {
+			t.Errorf("walk: %s: %q", w.errSummary(), w.firstErrs)
 		}
 		return w
 	})

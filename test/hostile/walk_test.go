@@ -256,7 +256,7 @@ func (w *walker) dir(fd int, rel string, depth int) {
 }
 
 // file reads a regular file to its end (within the limits), and asks
-// for its data segments (SEEK_DATA/SEEK_HOLE) from the start.
+// where its first data and its first hole are (SEEK_DATA, SEEK_HOLE).
 func (w *walker) file(dirfd int, name, rel string) {
 	var fd int
 	if w.do("open", rel, func() (err error) {
@@ -266,13 +266,15 @@ func (w *walker) file(dirfd int, name, rel string) {
 		return
 	}
 	defer unix.Close(fd)
-	w.do("lseek", rel, func() error {
-		_, err := unix.Seek(fd, 0, unix.SEEK_DATA)
-		if err == unix.ENXIO { // no data at all: a hole or empty
-			return nil
-		}
-		return err
-	})
+	for _, whence := range []int{unix.SEEK_DATA, unix.SEEK_HOLE} {
+		w.do("lseek", rel, func() error {
+			_, err := unix.Seek(fd, 0, whence)
+			if err == unix.ENXIO { // no data at all: a hole or empty
+				return nil
+			}
+			return err
+		})
+	}
 	var off int64
 	for {
 		if off >= w.lim.maxFileBytes || w.res.bytes >= w.lim.maxBytes {
