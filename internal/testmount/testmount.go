@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -128,15 +129,12 @@ func Run(t testing.TB, timeout time.Duration, env []string, args ...string) (int
 // Service is a control socket like /run/safefsd.sock, owned by the test:
 // mount.safe reaches it through SAFEFS_SOCKET, and each connection is
 // served by a `safefsd --fdpass-fd 3` child of the test (as safefsd.socket
-// with Accept=yes would start one), or handed to Handle.
+// with Accept=yes would start one), or handed to a handler (Handle).
 type Service struct {
 	// Sock is the socket's path.
 	Sock string
-	// Handle, if set before the first mount, takes each connection
-	// instead of a daemon: for tests that play or relay the daemon's
-	// side. It owns the connection.
-	Handle func(c *net.UnixConn)
 
+	handle  atomic.Pointer[func(c *net.UnixConn)]
 	bin     string
 	l       *net.UnixListener
 	daemons chan *Daemon
@@ -160,6 +158,10 @@ func NewService(t testing.TB) *Service {
 	return s
 }
 
+// Handle makes h take each connection from now on, instead of a daemon:
+// for tests that play or relay the daemon's side. h owns the connection.
+func (s *Service) Handle(h func(c *net.UnixConn)) { s.handle.Store(&h) }
+
 // Daemon returns the safefsd binary the service starts.
 func (s *Service) Daemon() string { return s.bin }
 
@@ -169,8 +171,8 @@ func (s *Service) accept() {
 		if err != nil {
 			return
 		}
-		if s.Handle != nil {
-			go s.Handle(c)
+		if h := s.handle.Load(); h != nil {
+			go (*h)(c)
 			continue
 		}
 		f, err := c.File()

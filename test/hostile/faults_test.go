@@ -36,7 +36,7 @@ type relay struct {
 
 func newRelay(t *testing.T, svc *testmount.Service, at func(toDaemon bool, m fdpass.Message, d *testmount.Daemon) (pass, stop bool)) *relay {
 	r := &relay{bin: svc.Daemon(), at: at, daemons: make(chan *testmount.Daemon, 4)}
-	svc.Handle = r.handle
+	svc.Handle(r.handle)
 	return r
 }
 
