@@ -33,6 +33,9 @@ FUZZ_TARGETS := \
 	./internal/ext4:FuzzImage \
 	./internal/ext4:FuzzDirHash \
 	./internal/fdpass:FuzzDecode \
+	./cmd/safefsd:FuzzDaemonHandshake \
+	./cmd/mount.safe:FuzzHelperHandshake \
+	./internal/fusefs:FuzzRequest \
 	./internal/iomap:FuzzMap \
 	./internal/journal:FuzzRecover
 
@@ -50,7 +53,7 @@ DEB_GOCACHE ?= $(shell $(GO) env GOCACHE 2>/dev/null)
 DEB_NONET   ?= $(shell unshare -n true 2>/dev/null && echo unshare -n)
 LINTIAN     ?= lintian
 
-.PHONY: install uninstall race all build check test vet fmt-check fuzz fuzz-brief bench bench-go deps demo clean help \
+.PHONY: install uninstall race all build check test vet fmt-check fuzz fuzz-brief hostile bench bench-go deps demo clean help \
 	vendor deb deb-build reproducible-check
 
 all: build
@@ -103,6 +106,10 @@ fuzz-brief:
 
 ## fuzz: every fuzz target for FUZZTIME each (e.g. make fuzz FUZZTIME=10m)
 fuzz: fuzz-brief
+
+## hostile: the long run of test/hostile (as root, ~10 min): 8 corrupted variants of each matrix image, every entry of the large directories; tables of what was served and refused
+hostile:
+	SAFEFS_HOSTILE_LONG=1 $(GO) test -count=1 -v -timeout 2h ./test/hostile
 
 ## bench: safefs against the kernel's ext4 and fuse2fs on one image, one table (as root, ~8 min; BENCHFLAGS=-runs 5 ...; see bench/README.md)
 bench: build

@@ -70,13 +70,66 @@ func mount(inv *invocation, logf, warn func(string, ...any)) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ok := false
-	defer func() {
-		if daemon != nil {
-			daemon.finish(ok)
+	err = system.exchange(conn, inv, logf, warn)
+	// Closed first, so that a daemon whose mount failed sees the end of
+	// the exchange and exits before finish has to kill it.
+	conn.Close()
+	if daemon != nil {
+		daemon.finish(err == nil)
+	}
+	return err
+}
+
+// host is what mount.safe's side of the exchange does to the system
+// besides talking to the daemon: the steps that a test of the protocol
+// code replaces, since they open devices and create mounts.
+type host struct {
+	// openSource opens the mount's source read-only for the daemon and
+	// reports whether it is a block device.
+	openSource func(path string) (*os.File, bool, error)
+	// openFuse opens /dev/fuse.
+	openFuse func() (*os.File, error)
+	// create grants what the connection on fuse may use and creates the
+	// FUSE superblock, detached: the kernel sends INIT on fuse. It
+	// returns the filesystem context's descriptor.
+	create func(src string, fuse *os.File, block bool, p *fdpass.MountParams, logf func(string, ...any)) (int, error)
+	// attach attaches the superblock at target.
+	attach func(fsfd int, target string, attrs int) error
+	// mounted does what follows a mount (the read-ahead).
+	mounted func(target string, p *fdpass.MountParams, logf func(string, ...any))
+	// unmount takes an attached mount away again.
+	unmount func(target string)
+	// closeFD closes a filesystem context.
+	closeFD func(fd int)
+}
+
+// system is mount.safe's real host.
+var system = host{
+	openSource: openSource,
+	openFuse: func() (*os.File, error) {
+		return os.OpenFile("/dev/fuse", os.O_RDWR|syscall.O_CLOEXEC, 0)
+	},
+	create: func(src string, fuse *os.File, block bool, p *fdpass.MountParams, logf func(string, ...any)) (int, error) {
+		grantIomap(fuse, logf)
+		return createSuperblock(src, int(fuse.Fd()), block, p)
+	},
+	attach: fusemount.Attach,
+	mounted: func(target string, p *fdpass.MountParams, logf func(string, ...any)) {
+		raiseReadAhead(target, p.MaxRead, logf)
+	},
+	unmount: func(target string) {
+		if err := unix.Unmount(target, 0); err != nil {
+			unix.Unmount(target, unix.MNT_DETACH)
 		}
-	}()
+	},
+	closeFD: func(fd int) { unix.Close(fd) },
+}
+
+// exchange runs mount.safe's side of the exchange with the daemon on conn
+// and creates the mount. The daemon is not trusted: it only ever names
+// the role of a file it wants, never a path, and nothing is attached
+// before it has answered INIT.
+func (h host) exchange(conn *fdpass.Conn, inv *invocation, logf, warn func(string, ...any)) error {
 	src := inv.source
 	if err := conn.Send(&fdpass.Hello{Version: fdpass.Version, FSType: inv.fstype, Source: src, Target: inv.target, Options: inv.opts.daemon}); err != nil {
 		return daemonFailed(src, err)
@@ -94,8 +147,17 @@ func mount(inv *invocation, logf, warn func(string, ...any)) error {
 		if err != nil {
 			return daemonFailed(src, err)
 		}
+		for _, f := range files {
+			// No message from the daemon carries a descriptor.
+			f.Close()
+		}
 		switch m := m.(type) {
 		case *fdpass.FileRequest:
+			if m.Write {
+				msg := "the daemon asked for write access, which a read-only mount never needs"
+				conn.Send(&fdpass.FileReply{ID: m.ID, Error: msg})
+				return failf(exitFailure, "%s: %s", src, msg)
+			}
 			if m.Direct {
 				// A second descriptor of the source for bulk reads;
 				// without it the daemon reads everything buffered.
@@ -114,28 +176,24 @@ func mount(inv *invocation, logf, warn func(string, ...any)) error {
 				}
 				continue
 			}
-			f, isBlock, err := openSource(src, m.Write)
+			if srcFile != nil {
+				return daemonFailed(src, errors.New("it asked for the source twice"))
+			}
+			f, isBlock, err := h.openSource(src)
 			if err != nil {
 				conn.Send(&fdpass.FileReply{ID: m.ID, Error: err.Error()})
 				return failf(exitFailure, "%s: %v", src, err)
 			}
 			logf("%s: opened for the daemon (block device: %v)", src, isBlock)
+			srcFile, block = f, isBlock
 			if err := conn.Send(&fdpass.FileReply{ID: m.ID, Block: isBlock}, f); err != nil {
-				f.Close()
 				return daemonFailed(src, err)
 			}
-			if srcFile != nil {
-				srcFile.Close()
-			}
-			srcFile, block = f, isBlock
 		case *fdpass.Error:
 			return failf(exitFailure, "%s", m.Message)
 		case *fdpass.MountParams:
 			params = m
 		default:
-			for _, f := range files {
-				f.Close()
-			}
 			return daemonFailed(src, fmt.Errorf("unexpected %s", m.Type()))
 		}
 	}
@@ -148,25 +206,29 @@ func mount(inv *invocation, logf, warn func(string, ...any)) error {
 	if inv.fake {
 		logf("-f given: not mounting")
 		conn.Send(&fdpass.Goodbye{Reason: "fake mount"})
-		ok = true
 		return nil
 	}
 
-	fuse, err := os.OpenFile("/dev/fuse", os.O_RDWR|syscall.O_CLOEXEC, 0)
+	fuse, err := h.openFuse()
 	if err != nil {
 		return failf(exitSystem, "%s: opening /dev/fuse: %v (is the fuse module loaded?)", src, errors.Unwrap(err))
 	}
 	defer fuse.Close()
-	grantIomap(fuse, logf)
-	fsfd, err := createSuperblock(src, int(fuse.Fd()), block, params)
+	fsfd, err := h.create(src, fuse, block, params, logf)
 	if err != nil {
 		conn.Send(&fdpass.Error{Message: err.Error()})
 		return err
 	}
-	defer unix.Close(fsfd)
+	defer h.closeFD(fsfd)
 	if err := conn.Send(&fdpass.FuseDevice{}, fuse); err != nil {
 		return daemonFailed(src, err)
 	}
+	// The daemon holds the connection now; this descriptor would only
+	// keep it alive if the daemon died. Then every request on the mount
+	// (our own stat of it, below, included) would wait for an answer
+	// forever, where with the daemon's the last descriptor gone they fail
+	// at once (ENOTCONN).
+	fuse.Close()
 	if _, _, err := conn.Expect(fdpass.TReady); err != nil {
 		var pe *fdpass.PeerError
 		if errors.As(err, &pe) {
@@ -175,12 +237,16 @@ func mount(inv *invocation, logf, warn func(string, ...any)) error {
 		return daemonFailed(src, err)
 	}
 	logf("%s: the daemon answered INIT; attaching at %s", src, inv.target)
-	if err := fusemount.Attach(fsfd, inv.target, int(inv.opts.attrs)); err != nil {
+	if err := h.attach(fsfd, inv.target, int(inv.opts.attrs)); err != nil {
 		return failf(exitFailure, "%s: %v", src, err)
 	}
-	raiseReadAhead(inv.target, params.MaxRead, logf)
-	conn.Send(&fdpass.Goodbye{Reason: "mounted"})
-	ok = true
+	h.mounted(inv.target, params, logf)
+	if err := conn.Send(&fdpass.Goodbye{Reason: "mounted"}); err != nil {
+		// The daemon died after answering INIT: the mount could only
+		// answer ENOTCONN. Take it away again.
+		h.unmount(inv.target)
+		return daemonFailed(src, err)
+	}
 	return nil
 }
 
@@ -229,10 +295,7 @@ func reopenDirect(src *os.File, block bool) (*os.File, error) {
 // a regular file, never following the daemon's choice of path (it names a
 // role; the path is the one the user gave). An image file is locked so
 // that two safefs mounts of it cannot coexist.
-func openSource(path string, write bool) (*os.File, bool, error) {
-	if write {
-		return nil, false, errors.New("the daemon asked for write access, which a read-only mount never needs")
-	}
+func openSource(path string) (*os.File, bool, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOCTTY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, false, errors.Unwrap(err)
@@ -259,7 +322,7 @@ func openSource(path string, write bool) (*os.File, bool, error) {
 		unix.Close(probe)
 		return f, true, nil
 	case st.Mode().IsRegular():
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if err := lockImage(f); err != nil {
 			f.Close()
 			return nil, false, fmt.Errorf("the image is in use by another mount (%v)", err)
 		}
@@ -267,6 +330,27 @@ func openSource(path string, write bool) (*os.File, bool, error) {
 	}
 	f.Close()
 	return nil, false, fmt.Errorf("not a block device or a regular file (%s)", st.Mode().Type())
+}
+
+// imageLockWait is how long lockImage waits for another mount's daemon
+// to let go of an image.
+const imageLockWait = 3 * time.Second
+
+// lockImage locks an image file for this mount. The lock belongs to the
+// open file, which the daemon of a mount holds until it exits, and
+// unmounting a (non-fuseblk) FUSE mount does not wait for its daemon to
+// exit: a mount made right after an umount of the same image may find the
+// old daemon still on its way out, so a held lock is retried for a
+// moment before the image is called busy.
+func lockImage(f *os.File) error {
+	deadline := time.Now().Add(imageLockWait)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EWOULDBLOCK || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // createSuperblock creates the FUSE superblock, detached. The kernel

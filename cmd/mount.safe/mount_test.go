@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,49 +18,19 @@ import (
 	"safefs/internal/fdpass"
 	"safefs/internal/sandbox"
 	"safefs/internal/testimg"
+	"safefs/internal/testmount"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testimg.Cleanup()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	testmount.Cleanup()
 	os.Exit(code)
-}
-
-var binDir string
-
-// buildBinaries builds mount.safe and safefsd side by side, as `make` puts
-// them in bin/, so that mount.safe finds the daemon beside itself.
-func buildBinaries(t *testing.T) string {
-	t.Helper()
-	if binDir != "" {
-		return binDir
-	}
-	dir, err := os.MkdirTemp("", "safefs-bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []string{"mount.safe", "safefsd"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "safefs/cmd/"+c).CombinedOutput()
-		if err != nil {
-			os.RemoveAll(dir)
-			t.Fatalf("go build %s: %v\n%s", c, err, out)
-		}
-	}
-	binDir = dir
-	return dir
 }
 
 func requireMount(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting needs root")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse")
-	}
+	testmount.Require(t)
 	if _, err := os.Stat(socketPath); err == nil {
 		t.Skipf("%s exists: these tests exercise the spawn mode", socketPath)
 	}
@@ -75,32 +46,7 @@ func runMount(t *testing.T, args ...string) (int, string) {
 // runMountEnv is runMount with extra environment variables.
 func runMountEnv(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(buildBinaries(t), "mount.safe"), args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return ee.ExitCode(), out.String()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return 0, out.String()
-}
-
-func isMountPoint(dir string) bool {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && f[4] == dir {
-			return true
-		}
-	}
-	return false
+	return testmount.Run(t, 2*time.Minute, env, args...)
 }
 
 // TestSpawnMount mounts an image with no service installed (mount.safe
@@ -133,7 +79,7 @@ func TestSpawnMount(t *testing.T) {
 		}
 	}
 	// The daemon serving the mount is confined.
-	pid := daemonPID(t)
+	pid := daemonPID(t, img)
 	ds, err := sandbox.ReadStatus(filepath.Join("/proc", pid, "status"))
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +98,7 @@ func TestSpawnMount(t *testing.T) {
 	// The daemon exits once the kernel ends the connection.
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if countDaemons() == 0 {
+		if len(testmount.DaemonsHolding(img)) == 0 {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -160,32 +106,16 @@ func TestSpawnMount(t *testing.T) {
 	t.Errorf("safefsd still running 10 s after unmount")
 }
 
-// daemonPIDs lists the live safefsd processes (zombies awaiting their
-// reaper are gone for our purposes).
-func daemonPIDs() []string {
-	var pids []string
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if err != nil || strings.TrimSpace(string(comm)) != "safefsd" {
-			continue
-		}
-		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if !strings.Contains(string(stat), ") Z ") {
-			pids = append(pids, e.Name())
-		}
-	}
-	return pids
-}
-
-// daemonPID returns the pid of the (one) running safefsd.
-func daemonPID(t *testing.T) string {
+// daemonPID returns the pid of the safefsd serving img. Daemons are
+// found by the image they hold, not by name alone: other tests may run
+// their own at the same time.
+func daemonPID(t *testing.T, img string) string {
 	t.Helper()
-	pids := daemonPIDs()
-	if len(pids) == 0 {
-		t.Fatal("no safefsd process serves the mount")
+	pids := testmount.DaemonsHolding(img)
+	if len(pids) != 1 {
+		t.Fatalf("%d safefsd processes hold %s, want 1", len(pids), img)
 	}
-	return pids[0]
+	return strconv.Itoa(pids[0])
 }
 
 // TestFailures checks that each failure leaves nothing mounted, exits with
@@ -201,6 +131,11 @@ func TestFailures(t *testing.T) {
 	os.WriteFile(truncated, data[:len(data)/2], 0o644)
 	file := filepath.Join(t.TempDir(), "plain")
 	os.WriteFile(file, nil, 0o644)
+	noRoot := filepath.Join(t.TempDir(), "noroot.img")
+	os.WriteFile(noRoot, data, 0o644)
+	if out, err := exec.Command("debugfs", "-w", "-R", "clri <2>", noRoot).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs clri <2>: %v: %s", err, out)
+	}
 	cases := []struct {
 		name   string
 		args   []string
@@ -213,6 +148,7 @@ func TestFailures(t *testing.T) {
 		{"missing source", []string{"/nonexistent/img", dir}, exitFailure, []string{"/nonexistent/img", "no such file"}},
 		{"target not a directory", []string{img, file}, exitFailure, []string{file, "not a directory"}},
 		{"character device", []string{"/dev/null", dir}, exitFailure, []string{"/dev/null", "not a block device or a regular file"}},
+		{"damaged root", []string{noRoot, dir}, exitFailure, []string{noRoot, "root directory is damaged", "e2fsck"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -225,7 +161,7 @@ func TestFailures(t *testing.T) {
 					t.Errorf("output lacks %q:\n%s", s, out)
 				}
 			}
-			if isMountPoint(dir) {
+			if testmount.IsMountPoint(dir) {
 				unix.Unmount(dir, unix.MNT_DETACH)
 				t.Errorf("something was left mounted on %s", dir)
 			}
@@ -233,13 +169,11 @@ func TestFailures(t *testing.T) {
 	}
 }
 
-// countDaemons counts live safefsd processes.
-func countDaemons() int { return len(daemonPIDs()) }
-
 // mountThroughService mounts a small image through a service listening
 // on sock, walks it, unmounts, and checks that the per-mount daemon ended
-// while the service (base daemons) stayed.
-func mountThroughService(t *testing.T, sock string, base int) {
+// (the daemon holding the image: other tests may run daemons of their
+// own meanwhile, and the service itself stays).
+func mountThroughService(t *testing.T, sock string) {
 	t.Helper()
 	img := testimg.Build(t, testimg.Spec{Name: "service", MkfsArgs: []string{"-t", "ext4"}, SizeMB: 16, Tree: testimg.TreeSmall})
 	dir := t.TempDir()
@@ -260,11 +194,11 @@ func mountThroughService(t *testing.T, sock string, base int) {
 		t.Fatalf("umount: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for countDaemons() > base && time.Now().Before(deadline) {
+	for len(testmount.DaemonsHolding(img)) > 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := countDaemons(); n != base {
-		t.Errorf("%d safefsd processes after unmount, want %d", n, base)
+	if pids := testmount.DaemonsHolding(img); len(pids) > 0 {
+		t.Errorf("safefsd processes %v still hold %s 10 s after the unmount", pids, img)
 	}
 }
 
@@ -272,7 +206,7 @@ func mountThroughService(t *testing.T, sock string, base int) {
 func TestListenMount(t *testing.T) {
 	requireMount(t)
 	sock := filepath.Join(t.TempDir(), "safefsd.sock")
-	srv := exec.Command(filepath.Join(buildBinaries(t), "safefsd"), "--listen", sock)
+	srv := exec.Command(filepath.Join(testmount.Binaries(t), "safefsd"), "--listen", sock)
 	var logs bytes.Buffer
 	srv.Stderr = &logs
 	if err := srv.Start(); err != nil {
@@ -288,7 +222,7 @@ func TestListenMount(t *testing.T) {
 	if st, err := os.Stat(sock); err != nil || st.Mode().Perm()&0o077 != 0 {
 		t.Fatalf("socket %s: %v, mode %v: want a root-only socket", sock, err, st.Mode())
 	}
-	mountThroughService(t, sock, 1)
+	mountThroughService(t, sock)
 	srv.Process.Signal(unix.SIGTERM)
 	if err := srv.Wait(); err != nil {
 		t.Errorf("listener exited with %v:\n%s", err, logs.String())
@@ -307,7 +241,7 @@ func TestSocketActivatedMount(t *testing.T) {
 		t.Skip("systemd-socket-activate not installed")
 	}
 	sock := filepath.Join(t.TempDir(), "safefsd.sock")
-	srv := exec.Command(sa, "--seqpacket", "-a", "-l", sock, filepath.Join(buildBinaries(t), "safefsd"))
+	srv := exec.Command(sa, "--seqpacket", "-a", "-l", sock, filepath.Join(testmount.Binaries(t), "safefsd"))
 	var logs bytes.Buffer
 	srv.Stderr = &logs
 	if err := srv.Start(); err != nil {
@@ -320,7 +254,7 @@ func TestSocketActivatedMount(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	mountThroughService(t, sock, 0)
+	mountThroughService(t, sock)
 }
 
 // TestDaemonGoneDuringHandshake plays a daemon that dies at each step of
@@ -414,7 +348,7 @@ func TestDaemonGoneDuringHandshake(t *testing.T) {
 			if st != exitFailure || !strings.Contains(out, img) || !strings.Contains(out, "daemon stopped before the mount was ready") {
 				t.Errorf("exit %d, want %d and a message naming %s and the daemon's end:\n%s", st, exitFailure, img, out)
 			}
-			if isMountPoint(dir) {
+			if testmount.IsMountPoint(dir) {
 				unix.Unmount(dir, unix.MNT_DETACH)
 				t.Errorf("something was left mounted on %s", dir)
 			}
@@ -528,5 +462,33 @@ func dirtyJournalMount(t *testing.T, mkfs []string) {
 	}
 	if after := sum(); after != before {
 		t.Errorf("the image changed: sha256 %s before, %s after", before, after)
+	}
+}
+
+// TestImageLock checks that an image file cannot be mounted twice at once,
+// and that it can be mounted again right after an unmount, while the
+// first mount's daemon may still be on its way out holding the image's
+// lock.
+func TestImageLock(t *testing.T) {
+	requireMount(t)
+	img := testimg.Build(t, testimg.Spec{Name: "fail", MkfsArgs: []string{"-t", "ext4"}, SizeMB: 16, Tree: testimg.TreeSmall})
+	first, second := t.TempDir(), t.TempDir()
+	for i := 0; i < 3; i++ {
+		if st, out := runMount(t, img, first, "-o", "ro"); st != 0 {
+			t.Fatalf("round %d: mount.safe exited %d:\n%s", i, st, out)
+		}
+		if i == 0 {
+			st, out := runMount(t, img, second, "-o", "ro")
+			if st != exitFailure || !strings.Contains(out, "in use by another mount") {
+				t.Errorf("a second mount of %s: exit %d, want %d and \"in use by another mount\":\n%s", img, st, exitFailure, out)
+			}
+			if testmount.IsMountPoint(second) {
+				unix.Unmount(second, unix.MNT_DETACH)
+				t.Errorf("the second mount of %s was made", img)
+			}
+		}
+		if err := unix.Unmount(first, 0); err != nil {
+			t.Fatalf("round %d: umount: %v", i, err)
+		}
 	}
 }

@@ -16,6 +16,29 @@ import (
 	"safefs/internal/sandbox"
 )
 
+// host is what the daemon's side of the exchange does to the system
+// besides talking on the connection: the steps that a test of the
+// protocol code replaces, since they confine the process, read a
+// filesystem or answer a kernel.
+type host struct {
+	// peerUID returns the uid of the process at the other end of conn.
+	peerUID func(conn *fdpass.Conn) (uint32, error)
+	// confine confines the daemon before it reads the filesystem.
+	confine func() error
+	// open opens the filesystem on dev (named src in messages); direct,
+	// if not nil, is the same device opened with O_DIRECT.
+	open func(src string, dev, direct *os.File, noRecovery bool) (*opened, error)
+	// start answers the kernel's INIT on fuseFD, which it owns from
+	// then on, and returns the server, ready to serve until unmount.
+	start func(fuseFD int, o *opened, block bool, src string, debug bool) (server, error)
+}
+
+// server serves a mount until the kernel ends the connection.
+type server interface{ Serve() error }
+
+// system is the daemon's real host.
+var system = host{peerUID: peerUID, confine: confine, open: openFilesystem, start: startServer}
+
 // serveConn runs one mount over the control connection conn, as the
 // helper's peer: receive the Hello, ask for the source, check the
 // filesystem, answer with mount parameters or a reason, receive /dev/fuse,
@@ -23,7 +46,9 @@ import (
 //
 // Every refusal goes back to mount.safe as a message for a person, and is
 // logged here too.
-func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
+func serveConn(conn *fdpass.Conn, debugFUSE bool) int { return system.serveConn(conn, debugFUSE) }
+
+func (h host) serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	defer conn.Close()
 	refuse := func(format string, args ...any) int {
 		msg := fmt.Sprintf(format, args...)
@@ -33,7 +58,7 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	}
 	// Only root may mount, for now: a user's mount requests will need a
 	// policy (which devices, which mount points) before they are served.
-	if uid, err := peerUID(conn); err != nil {
+	if uid, err := h.peerUID(conn); err != nil {
 		log.Printf("control connection: %v", err)
 		return exitFailure
 	} else if uid != 0 {
@@ -60,6 +85,13 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 		log.Printf("%s: mount.safe could not open it: %s", src, reply.Error)
 		return exitFailure
 	}
+	if reply.ID != 1 {
+		for _, f := range files {
+			f.Close()
+		}
+		log.Printf("%s: control connection: a reply to file request %d, not 1", src, reply.ID)
+		return exitFailure
+	}
 	dev := files[0]
 	defer dev.Close()
 	var direct *os.File
@@ -74,23 +106,19 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	}
 	// Everything the daemon needs from now on is an open descriptor:
 	// confine it before it reads a single byte of the filesystem.
-	if _, err := sandbox.Confine(); err != nil {
+	if err := h.confine(); err != nil {
 		return refuse("%s: %v", src, err)
 	}
-	if err := afterConfine(); err != nil {
-		return refuse("%s: %v", src, err)
-	}
-	o, err := openFilesystem(src, dev, direct, slices.Contains(hello.Options, "norecovery"))
+	o, err := h.open(src, dev, direct, slices.Contains(hello.Options, "norecovery"))
 	if err != nil {
 		return refuse("%v", err)
 	}
-	fsys, errs, warnings := o.fsys, o.errs, o.warnings
 	if err := conn.Send(&fdpass.MountParams{
 		Subtype:   "ext4",
 		ReadOnly:  true,
 		MaxRead:   fusefs.MaxRequest,
-		BlockSize: fsys.BlockSize(),
-		Warnings:  warnings,
+		BlockSize: o.fsys.BlockSize(),
+		Warnings:  o.warnings,
 	}); err != nil {
 		log.Printf("%s: control connection: %v", src, err)
 		return exitFailure
@@ -113,15 +141,7 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	if err != nil {
 		return refuse("%s: %v", src, err)
 	}
-	opts := fusefs.Options{Logf: log.Printf, Errors: errs, Debug: debugFUSE, Source: filepath.Base(src)}
-	if reply.Block && !o.replayed {
-		// A block device is mounted as fuseblk, whose own device is
-		// iomap cookie 1: the kernel can then read file data itself
-		// if it offers iomap. Not after an in-memory journal replay:
-		// the device does not hold every current block.
-		opts.IomapDevice = abi.DevFuseblk
-	}
-	srv, err := fusefs.NewServer(fuseFD, fsys, opts)
+	srv, err := h.start(fuseFD, o, reply.Block, src, debugFUSE)
 	if err != nil {
 		return refuse("%s: %v", src, err)
 	}
@@ -131,7 +151,11 @@ func serveConn(conn *fdpass.Conn, debugFUSE bool) int {
 	// mount.safe says goodbye (or just exits) once the mount is attached;
 	// nothing more is expected on the connection.
 	go func() {
-		conn.Recv()
+		if _, files, err := conn.Recv(); err == nil {
+			for _, f := range files {
+				f.Close()
+			}
+		}
 		conn.Close()
 	}()
 	if err := srv.Serve(); err != nil {
@@ -157,6 +181,27 @@ func requestDirect(conn *fdpass.Conn, src string) (*os.File, error) {
 		return nil, nil
 	}
 	return files[0], nil
+}
+
+// confine confines the daemon (internal/sandbox), then runs afterConfine.
+func confine() error {
+	if _, err := sandbox.Confine(); err != nil {
+		return err
+	}
+	return afterConfine()
+}
+
+// startServer answers INIT on fuseFD and returns the server for o.
+func startServer(fuseFD int, o *opened, block bool, src string, debug bool) (server, error) {
+	opts := fusefs.Options{Logf: log.Printf, Errors: o.errs, Debug: debug, Source: filepath.Base(src)}
+	if block && !o.replayed {
+		// A block device is mounted as fuseblk, whose own device is
+		// iomap cookie 1: the kernel can then read file data itself
+		// if it offers iomap. Not after an in-memory journal replay:
+		// the device does not hold every current block.
+		opts.IomapDevice = abi.DevFuseblk
+	}
+	return fusefs.NewServer(fuseFD, o.fsys, opts)
 }
 
 // afterConfine runs as soon as the daemon is confined. A test build (the

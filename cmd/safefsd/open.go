@@ -61,11 +61,11 @@ func openFilesystem(name string, raw, direct *os.File, noRecovery bool) (*opened
 	}
 	o := &opened{fsys: fsys, errs: errs}
 	if !fsys.Superblock().NeedsRecovery() {
-		return o, nil
+		return checkRoot(name, o)
 	}
 	if noRecovery {
 		o.warnings = append(o.warnings, "the journal needs recovery and was not replayed (norecovery): recent changes are missing")
-		return o, nil
+		return checkRoot(name, o)
 	}
 	// Replay the journal in memory, as the kernel's recovery would write
 	// it, and serve the filesystem through that overlay: the device is
@@ -81,5 +81,20 @@ func openFilesystem(name string, raw, direct *os.File, noRecovery bool) (*opened
 	o.fsys = fsys
 	o.replayed = len(res.Blocks) > 0
 	log.Printf("%s: replayed %d journal transactions (%d blocks) in memory; the device is not written", name, res.Transactions(), len(res.Blocks))
+	return checkRoot(name, o)
+}
+
+// checkRoot refuses a filesystem whose root directory cannot be read, as
+// the kernel's ext4 refuses to mount one: every path goes through the
+// root, so the mount could serve nothing and would only fail every request
+// on its own mount point.
+func checkRoot(name string, o *opened) (*opened, error) {
+	root, err := o.fsys.Inode(2)
+	if err == nil && !root.IsDir() {
+		err = fmt.Errorf("inode 2 is not a directory (mode 0%o)", root.Mode)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: the root directory is damaged: %v; run e2fsck on it", name, err)
+	}
 	return o, nil
 }

@@ -2,19 +2,13 @@ package ext4_test
 
 import (
 	"bytes"
-	"compress/bzip2"
-	"compress/gzip"
-	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"safefs/internal/ext4"
+	"safefs/internal/testimg"
 )
 
 // corpusImage is one image of the e2fsprogs test corpus, decompressed.
@@ -23,83 +17,19 @@ type corpusImage struct {
 	data []byte
 }
 
-// corpusDir finds shared/corpus/e2fsprogs beside the repository (or
-// $SAFEFS_CORPUS); "" when absent.
-func corpusDir() string {
-	if d := os.Getenv("SAFEFS_CORPUS"); d != "" {
-		return d
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for ; dir != "/" && dir != "."; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			c := filepath.Join(dir, "..", "shared", "corpus", "e2fsprogs")
-			if st, err := os.Stat(c); err == nil && st.IsDir() {
-				return c
-			}
-			return ""
-		}
-	}
-	return ""
-}
-
-func corpusNames(dir string) []string {
-	var names []string
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		n := e.Name()
-		if strings.Contains(n, ".image") {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
-	return names
-}
-
-func readCorpusImage(path string, maxSize int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var r io.Reader = f
-	switch {
-	case strings.HasSuffix(path, ".gz"):
-		z, err := gzip.NewReader(f)
-		if err != nil {
-			return nil, err
-		}
-		r = z
-	case strings.HasSuffix(path, ".bz2"):
-		r = bzip2.NewReader(f)
-	}
-	data, err := io.ReadAll(io.LimitReader(r, maxSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > maxSize {
-		return nil, errTooBig
-	}
-	return data, nil
-}
-
-var errTooBig = errors.New("image larger than the limit")
-
 // corpusImages returns the corpus images no larger than maxSize.
 func corpusImages(tb testing.TB, maxSize int64) []corpusImage {
-	dir := corpusDir()
+	dir := testimg.CorpusDir()
 	if dir == "" {
 		return nil
 	}
 	var out []corpusImage
-	for _, n := range corpusNames(dir) {
-		data, err := readCorpusImage(filepath.Join(dir, n), maxSize)
+	for _, c := range testimg.CorpusImages(dir) {
+		data, err := c.Read(maxSize)
 		if err != nil {
 			continue
 		}
-		out = append(out, corpusImage{name: n, data: data})
+		out = append(out, corpusImage{name: c.Name, data: data})
 	}
 	return out
 }
@@ -108,15 +38,16 @@ func corpusImages(tb testing.TB, maxSize int64) []corpusImage {
 // must be refused with an error or walked to the end, with no panic and no
 // hang. It prints a table of what happened to each.
 func TestCorpus(t *testing.T) {
-	dir := corpusDir()
+	dir := testimg.CorpusDir()
 	if dir == "" {
-		t.Skip("shared/corpus/e2fsprogs is not beside the repository")
+		t.Skip("shared/corpus/e2fsprogs is not beside the repository (or set " + testimg.CorpusEnv + ")")
 	}
 	var table strings.Builder
 	fmt.Fprintf(&table, "%-40s %-8s %7s %6s  %s\n", "image", "result", "entries", "errors", "first problem")
 	served, refused := 0, 0
-	for _, n := range corpusNames(dir) {
-		data, err := readCorpusImage(filepath.Join(dir, n), 256<<20)
+	for _, c := range testimg.CorpusImages(dir) {
+		n := c.Name
+		data, err := c.Read(256 << 20)
 		if err != nil {
 			t.Errorf("%s: %v", n, err)
 			continue
@@ -136,7 +67,7 @@ func TestCorpus(t *testing.T) {
 		}()
 		select {
 		case o := <-done:
-			name := strings.SplitN(n, ".", 2)[0]
+			name := n
 			if o.openErr != nil {
 				refused++
 				fmt.Fprintf(&table, "%-40s %-8s %7s %6s  %v\n", name, "refused", "-", "-", o.openErr)

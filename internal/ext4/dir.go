@@ -140,8 +140,19 @@ func (fs *FS) dirBlock(dir *Inode, lblk uint64) (b []byte, next uint64, err erro
 	return b, lblk + 1, err
 }
 
-func (fs *FS) dirBlockCount(dir *Inode) uint64 {
-	return (dir.Size + uint64(fs.blockSize) - 1) >> fs.blockShift
+// dirBlockCount returns how many blocks directory dir spans, by its size.
+// A directory cannot be larger than the filesystem that holds it, even
+// with holes (neither the kernel nor e2fsck leaves more than a few). One
+// that claims to be is refused: with large_dir a hostile inode can claim
+// 2^32 blocks, all mapped to the same few device blocks, and every
+// listing of it or lookup in it would read each of them, for hours.
+func (fs *FS) dirBlockCount(dir *Inode) (uint64, error) {
+	n := (dir.Size + uint64(fs.blockSize) - 1) >> fs.blockShift
+	if n > fs.sb.BlocksCount {
+		return 0, corruptf(BadInode, dir.Ino, 0, "directory of %d bytes is larger than the filesystem (%d blocks of %d bytes)",
+			dir.Size, fs.sb.BlocksCount, fs.blockSize)
+	}
+	return n, nil
 }
 
 // report hands a corruption that was skipped over to Options.Report.
@@ -165,7 +176,10 @@ func (fs *FS) ReadDir(dir *Inode, pos uint64, fn func(DirEntry) bool) error {
 		return fs.readInlineDir(dir, pos, fn)
 	}
 	bs := uint64(fs.blockSize)
-	nblocks := fs.dirBlockCount(dir)
+	nblocks, err := fs.dirBlockCount(dir)
+	if err != nil {
+		return err
+	}
 	for lblk := pos / bs; lblk < nblocks; {
 		// A block that cannot be mapped or read ends the listing with an
 		// error, as in the kernel; only damage inside a block is skipped.
@@ -330,7 +344,10 @@ func (fs *FS) lookupInline(dir *Inode, name []byte) (uint32, FileType, error) {
 }
 
 func (fs *FS) lookupLinear(dir *Inode, name []byte) (uint32, FileType, error) {
-	nblocks := fs.dirBlockCount(dir)
+	nblocks, err := fs.dirBlockCount(dir)
+	if err != nil {
+		return 0, 0, err
+	}
 	for lblk := uint64(0); lblk < nblocks; {
 		b, next, err := fs.dirBlock(dir, lblk)
 		if err != nil {

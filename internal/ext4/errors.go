@@ -3,6 +3,7 @@ package ext4
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 )
 
 // ErrCorrupt matches every *CorruptError with errors.Is.
@@ -132,9 +133,17 @@ type IOError struct {
 	Err      error
 }
 
-// Error names the range and the underlying error.
+// Error names the range and the underlying error. A *fs.PathError's
+// operation and file name are left out: the device was opened by someone
+// else, whose name for it (fdpass's "fdpass", say) means nothing here, and
+// whoever logs the error names the device.
 func (e *IOError) Error() string {
-	return fmt.Sprintf("ext4: reading %d bytes at device offset %d: %v", e.Len, e.Off, e.Err)
+	err := e.Err
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	return fmt.Sprintf("ext4: reading %d bytes at device offset %d: %v", e.Len, e.Off, err)
 }
 
 // Unwrap returns the underlying read error.

@@ -221,7 +221,11 @@ func (fs *FS) dxLookup(dir *Inode, name []byte) (uint32, FileType, error) {
 	}
 	// Each step visits a new leaf; a directory cannot have more leaves
 	// than blocks, which bounds the walk even on a damaged index.
-	for steps := uint64(0); steps <= fs.dirBlockCount(dir); steps++ {
+	nblocks, err := fs.dirBlockCount(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	for steps := uint64(0); steps <= nblocks; steps++ {
 		last := frames[len(frames)-1]
 		lblk := dxBlock(last.entries, last.at)
 		b, _, err := fs.dirBlock(dir, lblk)

@@ -213,3 +213,46 @@ func TestTinyDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestInodeCacheBytes checks that the inode cache's bound holds in bytes
+// whatever the inode size: with 1 KiB inodes, a budget of 64 KiB keeps
+// fewer than 64 of them.
+func TestInodeCacheBytes(t *testing.T) {
+	img := testimg.Build(t, specNamed(t, "ext4-1024inode"))
+	const budget = 64 << 10
+	fsys := openImage(t, img, &ext4.Options{InodeCacheBytes: budget})
+	if fsys.Superblock().InodeSize != 1024 {
+		t.Fatalf("inode size %d, want 1024", fsys.Superblock().InodeSize)
+	}
+	for ino := uint32(11); ino < 1000; ino++ {
+		fsys.Inode(ino) // unused inodes fail, but are read and cached all the same
+	}
+	if n := ext4.CachedInodeBytes(fsys); n == 0 || n > budget {
+		t.Errorf("the inode cache holds %d bytes of on-disk inodes, want some and at most %d", n, budget)
+	}
+}
+
+// TestDirectoryLargerThanFilesystem gives a directory a size beyond the
+// whole filesystem's: listing it and looking a name up in it must fail
+// as corruption at once, not read that many blocks.
+func TestDirectoryLargerThanFilesystem(t *testing.T) {
+	src := testimg.Build(t, testimg.Spec{Name: "bigdir", MkfsArgs: []string{"-t", "ext4", "-O", "^metadata_csum"}, SizeMB: 16, Tree: testimg.TreeSmall})
+	img := filepath.Join(t.TempDir(), "bigdir.img")
+	if err := testimg.CopyFile(src, img); err != nil {
+		t.Fatal(err)
+	}
+	// 32 MiB on a 16 MiB filesystem.
+	if out, err := exec.Command("debugfs", "-w", "-R", "sif /dir size 33554432", img).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs: %v: %s", err, out)
+	}
+	fsys := openImage(t, img, nil)
+	dir := mustResolve(t, fsys, "dir")
+	err := fsys.ReadDir(dir, 0, func(ext4.DirEntry) bool { return true })
+	var ce *ext4.CorruptError
+	if !errors.As(err, &ce) || ce.Ino != dir.Ino {
+		t.Errorf("ReadDir: %v, want a CorruptError naming inode %d", err, dir.Ino)
+	}
+	if _, _, err := fsys.Lookup(dir, []byte("data")); !errors.As(err, &ce) {
+		t.Errorf("Lookup: %v, want a CorruptError", err)
+	}
+}

@@ -349,17 +349,9 @@ func (c *Conn) Send(m Message, files ...*os.File) error {
 	if len(files) != m.fds() {
 		return protoErr("a %s carries %d descriptors, not %d", m.Type(), m.fds(), len(files))
 	}
-	payload, err := json.Marshal(m)
+	buf, err := Marshal(m)
 	if err != nil {
 		return err
-	}
-	buf := make([]byte, headerSize, headerSize+len(payload))
-	copy(buf, magic[:])
-	binary.LittleEndian.PutUint16(buf[4:], Version)
-	binary.LittleEndian.PutUint16(buf[6:], uint16(m.Type()))
-	buf = append(buf, payload...)
-	if len(buf) > MaxMessageSize {
-		return protoErr("a %s of %d bytes exceeds the %d-byte limit", m.Type(), len(buf), MaxMessageSize)
 	}
 	var oob []byte
 	if len(files) > 0 {
@@ -378,6 +370,28 @@ func (c *Conn) Send(m Message, files ...*os.File) error {
 		return protoErr("short send of %s", m.Type())
 	}
 	return nil
+}
+
+// Marshal returns m as it goes on the wire (without its descriptors),
+// checked as Send checks it. Tests use it to make messages they send
+// themselves.
+func Marshal(m Message) ([]byte, error) {
+	if err := m.validate(); err != nil {
+		return nil, protoErr("refusing to send an invalid %s: %v", m.Type(), err)
+	}
+	payload, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, headerSize, headerSize+len(payload))
+	copy(buf, magic[:])
+	binary.LittleEndian.PutUint16(buf[4:], Version)
+	binary.LittleEndian.PutUint16(buf[6:], uint16(m.Type()))
+	buf = append(buf, payload...)
+	if len(buf) > MaxMessageSize {
+		return nil, protoErr("a %s of %d bytes exceeds the %d-byte limit", m.Type(), len(buf), MaxMessageSize)
+	}
+	return buf, nil
 }
 
 // Recv receives one message and the descriptors it carries, as files

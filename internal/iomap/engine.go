@@ -352,6 +352,12 @@ func (e *Engine) readDev(p []byte, addr uint64) error {
 	return &ext4.IOError{Off: int64(addr), Len: int64(len(p)), Err: err}
 }
 
+// SeekSteps bounds the mappings one Seek goes through. No real file comes
+// near it, but a hostile block map can make each of a file's 2^30 blocks
+// a mapping of its own (every pointer naming the same device block), and
+// going through them all would hold the request for most of an hour.
+const SeekSteps = 1 << 20
+
 // Seek answers lseek(2) with SEEK_DATA or SEEK_HOLE on regular file in
 // from offset off, as the kernel's ext4 answers on a read-only mount for a
 // file with nothing in its page cache: mapped ranges are data; holes and
@@ -365,6 +371,10 @@ func (e *Engine) readDev(p []byte, addr uint64) error {
 // unwritten range, the kernel's own mount calls that range data. A FUSE
 // server sees no page cache; the cold-cache answer is the one that does
 // not depend on who read what.)
+//
+// A search goes through at most SeekSteps mappings: past that, SEEK_DATA
+// answers where it stands and SEEK_HOLE the end of the file, as lseek
+// allows a filesystem to treat any part of a file as data.
 func (e *Engine) Seek(in *ext4.Inode, off uint64, whence int) (uint64, error) {
 	if whence != SeekData && whence != SeekHole {
 		return 0, ErrWhence
@@ -385,7 +395,13 @@ func (e *Engine) Seek(in *ext4.Inode, off uint64, whence int) (uint64, error) {
 	}
 	// Every step moves past one mapping, at least one block.
 	var next span
-	for pos := off; pos < size; {
+	for pos, steps := off, 0; pos < size; steps++ {
+		if steps == SeekSteps {
+			if wantData {
+				return pos, nil
+			}
+			return size, nil
+		}
 		m, nx, err := e.mapAt(in, pos, size-pos, next)
 		next = nx
 		if err != nil {

@@ -2,10 +2,7 @@ package journal
 
 import (
 	"bytes"
-	"compress/bzip2"
-	"compress/gzip"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,29 +12,8 @@ import (
 	"time"
 
 	"safefs/internal/ext4"
+	"safefs/internal/testimg"
 )
-
-// corpusDir finds shared/corpus/e2fsprogs beside the repository (or
-// $SAFEFS_CORPUS); "" when absent.
-func corpusDir() string {
-	if d := os.Getenv("SAFEFS_CORPUS"); d != "" {
-		return d
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for ; dir != "/" && dir != "."; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			c := filepath.Join(dir, "..", "shared", "corpus", "e2fsprogs")
-			if st, err := os.Stat(c); err == nil && st.IsDir() {
-				return c
-			}
-			return ""
-		}
-	}
-	return ""
-}
 
 // corpus holds the decompressed corpus, shared by the tests of one run.
 var corpus struct {
@@ -51,9 +27,9 @@ var corpus struct {
 // the prefix, decompressed once per test binary.
 func corpusImages(t testing.TB, prefix string) map[string]string {
 	t.Helper()
-	src := corpusDir()
+	src := testimg.CorpusDir()
 	if src == "" {
-		t.Skip("no e2fsprogs corpus (../shared/corpus/e2fsprogs or $SAFEFS_CORPUS)")
+		t.Skip("no e2fsprogs corpus (../shared/corpus/e2fsprogs or $" + testimg.CorpusEnv + ")")
 	}
 	corpus.once.Do(func() {
 		corpus.imgs, corpus.dir, corpus.err = decompressCorpus(src)
@@ -72,50 +48,17 @@ func corpusImages(t testing.TB, prefix string) map[string]string {
 }
 
 func decompressCorpus(src string) (map[string]string, string, error) {
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		return nil, "", err
-	}
 	dir, err := os.MkdirTemp("", "journal-corpus-")
 	if err != nil {
 		return nil, "", err
 	}
 	out := map[string]string{}
-	for _, e := range ents {
-		n := e.Name()
-		i := strings.Index(n, ".image")
-		if i < 0 {
-			continue
+	for _, c := range testimg.CorpusImages(src) {
+		p := filepath.Join(dir, c.Name+".img")
+		if err := c.WriteFile(p, 512<<20); err != nil {
+			return nil, dir, fmt.Errorf("%s: %v", c.Name, err)
 		}
-		name := n[:i]
-		if _, dup := out[name]; dup {
-			continue
-		}
-		f, err := os.Open(filepath.Join(src, n))
-		if err != nil {
-			return nil, dir, err
-		}
-		var r io.Reader = f
-		switch {
-		case strings.HasSuffix(n, ".gz"):
-			if r, err = gzip.NewReader(f); err != nil {
-				f.Close()
-				return nil, dir, fmt.Errorf("%s: %v", n, err)
-			}
-		case strings.HasSuffix(n, ".bz2"):
-			r = bzip2.NewReader(f)
-		}
-		p := filepath.Join(dir, name+".img")
-		w, err := os.Create(p)
-		if err == nil {
-			_, err = io.Copy(w, io.LimitReader(r, 512<<20))
-			w.Close()
-		}
-		f.Close()
-		if err != nil {
-			return nil, dir, fmt.Errorf("%s: %v", n, err)
-		}
-		out[name] = p
+		out[c.Name] = p
 	}
 	return out, dir, nil
 }

@@ -147,6 +147,13 @@ func openJournal(dev io.ReaderAt, fsys *ext4.FS, ino uint32) (*journal, error) {
 	if err != nil {
 		return nil, err
 	}
+	if uint64(jsb.MaxLen) > sb.BlocksCount {
+		// jbd2 does not check this, but no journal can be larger than
+		// the filesystem holding it: a journal inode mapping 2^32 blocks
+		// onto the same few device blocks would make each pass of the
+		// recovery read for minutes, or hours, before the mount.
+		return nil, corruptf(BadJournalSuperblock, 0, "the journal is %d blocks long, more than the whole filesystem (%d blocks)", jsb.MaxLen, sb.BlocksCount)
+	}
 	j.sb = jsb
 	j.totalLen = min(inodeBlocks, uint64(jsb.MaxLen))
 	if j.runs, err = mapJournal(fsys, in, runs, r.length, j.totalLen); err != nil {

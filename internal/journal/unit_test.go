@@ -2,11 +2,17 @@ package journal
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
+
+	"safefs/internal/testimg"
 )
 
 // The CRC check values are those of the CRC catalogue (reveng): the
@@ -194,5 +200,39 @@ func TestOverlayConcurrent(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestJournalLargerThanFilesystem makes the journal claim more blocks than
+// the whole filesystem has (its superblock's s_maxlen and its inode's
+// size): recovery must refuse it at once, naming the lengths, rather than
+// scan a log of that length.
+func TestJournalLargerThanFilesystem(t *testing.T) {
+	img := testimg.Build(t, testimg.Spec{Name: "journal-too-long", MkfsArgs: []string{"-t", "ext4", "-O", "^metadata_csum"}, SizeMB: 16, Tree: testimg.TreeSmall})
+	p := tempCopy(t, img, "too-long.img")
+	im := openImage(t, p)
+	bs := uint64(im.fsys.BlockSize())
+	blocks := im.fsys.Superblock().BlocksCount
+	jsbBlock, err := strconv.ParseUint(strings.TrimSpace(debugfs(t, p, "bmap <8> 0")), 10, 64)
+	if err != nil {
+		t.Fatalf("debugfs bmap <8> 0: %v", err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	long := uint32(blocks + 1000)
+	// s_maxlen, and i_size to match (else the journal file is too short).
+	if _, err := f.WriteAt(binary.BigEndian.AppendUint32(nil, long), int64(jsbBlock*bs)+0x10); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	tool(t, "debugfs", "-w", "-R", fmt.Sprintf("sif <8> size %d", uint64(long)*bs), p)
+	im = openImage(t, p)
+	_, err = openJournal(im.f, im.fsys, 8)
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "more than the whole filesystem") {
+		t.Fatalf("got %v, want a corrupt journal longer than the filesystem", err)
 	}
 }
