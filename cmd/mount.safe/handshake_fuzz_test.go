@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -52,16 +51,6 @@ func FuzzHelperHandshake(f *testing.F) {
 	inv := &invocation{source: src, target: filepath.Join(dir, "mnt"), fstype: "ext4", opts: opts}
 	quiet := func(string, ...any) {}
 	f.Fuzz(func(t *testing.T, script []byte) {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		before := fdpasstest.OpenFDs()
-		conn, err := fdpass.FileConn(os.NewFile(uintptr(fds[1]), "helper end"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn.Timeout = 5 * time.Second
 		var mu sync.Mutex
 		var events []string
 		event := func(e string) {
@@ -105,22 +94,10 @@ func FuzzHelperHandshake(f *testing.F) {
 				unix.Close(fd)
 			},
 		}
-		played := make(chan struct{})
-		go func() {
-			fdpasstest.Play(fds[0], fdpasstest.Parse(script), files)
-			close(played)
-		}()
-		done := make(chan error, 1)
-		go func() { done <- h.exchange(conn, inv, quiet, quiet) }()
 		var xerr error
-		select {
-		case xerr = <-done:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("mount.safe's side of the exchange still runs after 20 s")
-		}
-		conn.Close()
-		<-played
-		unix.Close(fds[0])
+		before := fdpasstest.Exchange(t, "mount.safe's side of the exchange", script, files, func(conn *fdpass.Conn) {
+			xerr = h.exchange(conn, inv, quiet, quiet)
+		})
 		has := func(e string) bool { return slices.Contains(events, e) }
 		attached := has("attach")
 		switch {

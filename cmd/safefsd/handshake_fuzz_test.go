@@ -49,16 +49,6 @@ func FuzzDaemonHandshake(f *testing.F) {
 	files := []*os.File{image, devNull}
 	log.SetOutput(io.Discard)
 	f.Fuzz(func(t *testing.T, script []byte) {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		before := fdpasstest.OpenFDs()
-		conn, err := fdpass.FileConn(os.NewFile(uintptr(fds[1]), "daemon end"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn.Timeout = 5 * time.Second
 		var mu sync.Mutex
 		var confined, devOpened, started bool
 		var problems []string
@@ -89,22 +79,10 @@ func FuzzDaemonHandshake(f *testing.F) {
 				return fakeServer{}, nil
 			},
 		}
-		played := make(chan struct{})
-		go func() {
-			fdpasstest.Play(fds[0], fdpasstest.Parse(script), files)
-			close(played)
-		}()
-		done := make(chan int, 1)
-		go func() { done <- h.serveConn(conn, false) }()
 		var status int
-		select {
-		case status = <-done:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("the daemon's side of the exchange still runs after 20 s")
-		}
-		conn.Close() // also wakes Play if the daemon stopped reading
-		<-played
-		unix.Close(fds[0])
+		before := fdpasstest.Exchange(t, "the daemon's side of the exchange", script, files, func(conn *fdpass.Conn) {
+			status = h.serveConn(conn, false)
+		})
 		for _, p := range problems {
 			t.Error(p)
 		}

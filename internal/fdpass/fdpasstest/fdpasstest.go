@@ -12,6 +12,8 @@ package fdpasstest
 import (
 	"encoding/binary"
 	"os"
+	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -91,6 +93,46 @@ func Play(fd int, pkts []Packet, files []*os.File) {
 		}
 	}
 	unix.Shutdown(fd, unix.SHUT_WR)
+}
+
+// Exchange runs one side of a connection against a script: it makes a
+// SOCK_SEQPACKET socket pair, plays the script on one end (Play, with
+// files) and calls side with the other end as a Conn with a 5 s timeout.
+// It returns once side has returned and the script has been played out,
+// with both ends closed; side still running after 20 s fails t, named by
+// who. before is the number of descriptors open once the pair was made,
+// for the caller's check that side closed every descriptor it received.
+func Exchange(t testing.TB, who string, script []byte, files []*os.File, side func(*fdpass.Conn)) (before int) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = OpenFDs()
+	conn, err := fdpass.FileConn(os.NewFile(uintptr(fds[1]), who))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Timeout = 5 * time.Second
+	played := make(chan struct{})
+	go func() {
+		Play(fds[0], Parse(script), files)
+		close(played)
+	}()
+	done := make(chan struct{})
+	go func() {
+		side(conn)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s still runs after 20 s", who)
+	}
+	conn.Close() // also wakes Play if side stopped reading
+	<-played
+	unix.Close(fds[0])
+	return before
 }
 
 // OpenFDs counts the descriptors the process has open, for tests that
