@@ -104,7 +104,7 @@ func largeDir(tb testing.TB) (*ext4.FS, *ext4.Inode) {
 	if testing.Short() {
 		tb.Skip("the 100,000-entry directory image is not built in -short mode")
 	}
-	fsys := openImage(tb, testimg.Build(tb, specNamed(tb, "ext4-largedir")), nil)
+	fsys := openImage(tb, testimg.Build(tb, testimg.SpecNamed(tb, "ext4-largedir")), nil)
 	return fsys, mustResolve(tb, fsys, "big")
 }
 
@@ -115,7 +115,7 @@ func TestLookupIsIndexed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the 100,000-entry directory image is not built in -short mode")
 	}
-	img := testimg.Build(t, specNamed(t, "ext4-largedir"))
+	img := testimg.Build(t, testimg.SpecNamed(t, "ext4-largedir"))
 	f, err := os.Open(img)
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +174,7 @@ func TestThreeLevelHtree(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the three-level htree image is not built in -short mode")
 	}
-	img := testimg.Build(t, specNamed(t, "ext4-largedir-3level"))
+	img := testimg.Build(t, testimg.SpecNamed(t, "ext4-largedir-3level"))
 	out := strings.TrimSpace(testimg.Debugfs(t, img, "bmap /big 0"))
 	pblk, err := strconv.ParseUint(out, 10, 64)
 	if err != nil {

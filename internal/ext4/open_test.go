@@ -136,7 +136,7 @@ func TestTruncatedDevice(t *testing.T) {
 func TestReadDirCursor(t *testing.T) {
 	for _, spec := range []string{"ext4-default", "ext4-inline", "ext2", "ext4-1k"} {
 		t.Run(spec, func(t *testing.T) {
-			fsys := openImage(t, testimg.Build(t, specNamed(t, spec)), nil)
+			fsys := openImage(t, testimg.Build(t, testimg.SpecNamed(t, spec)), nil)
 			res := walkFS(fsys, defaultLimits)
 			for p, e := range res.entries {
 				in, err := fsys.Inode(uint32(e.Ino))
@@ -166,22 +166,12 @@ func TestReadDirCursor(t *testing.T) {
 	}
 }
 
-func specNamed(t testing.TB, name string) testimg.Spec {
-	for _, s := range testimg.Matrix() {
-		if s.Name == name {
-			return s
-		}
-	}
-	t.Fatalf("no spec %q in testimg.Matrix", name)
-	return testimg.Spec{}
-}
-
 // TestConcurrentReaders walks one filesystem from 16 goroutines at once
 // with caches small enough to evict all the time, and checks that every
 // walk sees what a single walk saw. Run with -race it also checks the
 // caches' locking.
 func TestConcurrentReaders(t *testing.T) {
-	img := testimg.Build(t, specNamed(t, "ext4-default"))
+	img := testimg.Build(t, testimg.SpecNamed(t, "ext4-default"))
 	want := walkFS(openImage(t, img, nil), defaultLimits)
 	fsys := openImage(t, img, &ext4.Options{BlockCacheBytes: 64 << 10, InodeCacheBytes: 32 * 1024})
 	var wg sync.WaitGroup
@@ -218,7 +208,7 @@ func TestTinyDevice(t *testing.T) {
 // whatever the inode size: with 1 KiB inodes, a budget of 64 KiB keeps
 // fewer than 64 of them.
 func TestInodeCacheBytes(t *testing.T) {
-	img := testimg.Build(t, specNamed(t, "ext4-1024inode"))
+	img := testimg.Build(t, testimg.SpecNamed(t, "ext4-1024inode"))
 	const budget = 64 << 10
 	fsys := openImage(t, img, &ext4.Options{InodeCacheBytes: budget})
 	if fsys.Superblock().InodeSize != 1024 {

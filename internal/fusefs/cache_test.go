@@ -76,7 +76,7 @@ func (c *countingFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *f
 // across opens (keep_cache), directory listings across opens (cache_dir)
 // and symlink targets: asking twice costs one request.
 func TestCaching(t *testing.T) {
-	img := testimg.Build(t, specNamed(t, "ext4-default"))
+	img := testimg.Build(t, testimg.SpecNamed(t, "ext4-default"))
 	var c *countingFS
 	m := mountImage(t, img, mountConfig{wrapFS: func(fs *fusefs.FS) fuse.RawFileSystem {
 		c = &countingFS{FS: fs, n: map[string]int{}}

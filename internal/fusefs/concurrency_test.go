@@ -51,7 +51,7 @@ func (d *slowDevice) ReadAt(p []byte, off int64) (int, error) {
 // threads (each blocked in a system call on the mount holds one).
 func TestConcurrentReaders(t *testing.T) {
 	const readers = 32
-	img := testimg.Build(t, specNamed(t, "ext4-default"))
+	img := testimg.Build(t, testimg.SpecNamed(t, "ext4-default"))
 	slow := &slowDevice{}
 	m := mountImage(t, img, mountConfig{
 		wrapDevice:      func(d io.ReaderAt) io.ReaderAt { slow.dev = d; return slow },

@@ -27,7 +27,7 @@ import (
 // however often it is asked for.
 func TestCorruptImage(t *testing.T) {
 	requireFUSE(t)
-	src := testimg.Build(t, specNamed(t, "ext4-default"))
+	src := testimg.Build(t, testimg.SpecNamed(t, "ext4-default"))
 	img := filepath.Join(t.TempDir(), "corrupt.img")
 	copyFile(t, src, img)
 	const badExtents, badInode = "files/size-102400", "files/size-4096"
@@ -158,7 +158,7 @@ func copyFile(t *testing.T, from, to string) {
 // out, lists the rest, and says so in one log line.
 func TestBadName(t *testing.T) {
 	requireFUSE(t)
-	src := testimg.Build(t, specNamed(t, "ext2"))
+	src := testimg.Build(t, testimg.SpecNamed(t, "ext2"))
 	img := filepath.Join(t.TempDir(), "badname.img")
 	copyFile(t, src, img)
 	out, err := exec.Command("debugfs", "-R", "blocks /names", img).CombinedOutput()

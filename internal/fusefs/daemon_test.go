@@ -23,7 +23,7 @@ func TestDaemon(t *testing.T) {
 	requireFUSE(t)
 	testimg.RequireKernelMount(t)
 	daemon := daemonBinary(t)
-	img := testimg.Build(t, specNamed(t, "ext4-default"))
+	img := testimg.Build(t, testimg.SpecNamed(t, "ext4-default"))
 	want := testimg.KernelWalk(t, img)
 
 	m := mountImage(t, img, mountConfig{daemon: daemon})

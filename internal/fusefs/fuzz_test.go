@@ -146,7 +146,7 @@ var (
 
 // fuzzServer starts the process's server, once.
 func fuzzServer(f *testing.F) *fuzzKernel {
-	img := testimg.Build(f, specNamed(f, "ext4-default"))
+	img := testimg.Build(f, testimg.SpecNamed(f, "ext4-default"))
 	dev, err := os.Open(img)
 	if err != nil {
 		f.Fatal(err)

@@ -383,17 +383,6 @@ func specs() []testimg.Spec {
 	return out
 }
 
-func specNamed(t testing.TB, name string) testimg.Spec {
-	t.Helper()
-	for _, s := range testimg.Matrix() {
-		if s.Name == name {
-			return s
-		}
-	}
-	t.Fatalf("no spec %q in testimg.Matrix", name)
-	return testimg.Spec{}
-}
-
 // daemonDir holds the safefsd binary the tests built, removed by TestMain.
 var daemonDir string
 

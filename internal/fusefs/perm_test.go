@@ -20,7 +20,7 @@ import (
 func TestPermissions(t *testing.T) {
 	requireFUSE(t)
 	testimg.RequireKernelMount(t)
-	img := testimg.Build(t, specNamed(t, "ext4-default"))
+	img := testimg.Build(t, testimg.SpecNamed(t, "ext4-default"))
 	paths := []string{
 		"xattrs/acl-file",            // user:1000:r-- by ACL only
 		"xattrs/acl-dir/inherited",   // access ACL derived from a default ACL

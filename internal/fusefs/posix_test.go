@@ -27,7 +27,7 @@ import (
 // FileLarge, ReadDirBasic) test changes, which TestReadOnly covers by
 // expecting EROFS.
 func TestPosix(t *testing.T) {
-	img := testimg.Build(t, specNamed(t, "ext4-default"))
+	img := testimg.Build(t, testimg.SpecNamed(t, "ext4-default"))
 	m := mountImage(t, img, mountConfig{})
 	mnt := m.Dir
 

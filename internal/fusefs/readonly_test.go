@@ -20,7 +20,7 @@ import (
 // on a mount without the read-only flags, where each request reaches the
 // server and the server must refuse it. The image must not change.
 func TestReadOnly(t *testing.T) {
-	img := testimg.Build(t, specNamed(t, "ext4-default"))
+	img := testimg.Build(t, testimg.SpecNamed(t, "ext4-default"))
 	before := fileHash(t, img)
 	changes := []struct {
 		name string
@@ -111,7 +111,7 @@ func TestReadOnly(t *testing.T) {
 // server directly, so that a new go-fuse default (or a forgotten override)
 // cannot slip through where the kernel would not have stopped it first.
 func TestMutatingOpsRefused(t *testing.T) {
-	fsys := openExt4(t, testimg.Build(t, specNamed(t, "ext4-default")))
+	fsys := openExt4(t, testimg.Build(t, testimg.SpecNamed(t, "ext4-default")))
 	fs := fusefs.New(fsys, fusefs.Options{Logf: t.Logf})
 	root := fuse.InHeader{NodeId: fuse.FUSE_ROOT_ID}
 	c := make(chan struct{})
@@ -151,7 +151,7 @@ func TestMutatingOpsRefused(t *testing.T) {
 // Open needs no server: ENOSYS, for reading as for writing (the
 // kernel then opens files itself, and a write fails at WRITE).
 func TestOpenNotNeeded(t *testing.T) {
-	fsys := openExt4(t, testimg.Build(t, specNamed(t, "ext4-default")))
+	fsys := openExt4(t, testimg.Build(t, testimg.SpecNamed(t, "ext4-default")))
 	fs := fusefs.New(fsys, fusefs.Options{Logf: t.Logf})
 	root := fuse.InHeader{NodeId: fuse.FUSE_ROOT_ID}
 	c := make(chan struct{})

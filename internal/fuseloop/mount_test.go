@@ -185,7 +185,7 @@ func TestKernelOracle(t *testing.T) {
 	testimg.RequireKernelMount(t)
 	for _, name := range []string{"ext4-default", "ext4-inline", "ext3-1k"} {
 		t.Run(name, func(t *testing.T) {
-			img := testimg.Build(t, specNamed(t, name))
+			img := testimg.Build(t, testimg.SpecNamed(t, name))
 			want := testimg.KernelWalk(t, img)
 			kst := testimg.KernelStatfs(t, img)
 
@@ -251,15 +251,4 @@ func TestMountLargeRead(t *testing.T) {
 	if err := m.Unmount(t); err != nil {
 		t.Errorf("Serve: %v", err)
 	}
-}
-
-func specNamed(t testing.TB, name string) testimg.Spec {
-	t.Helper()
-	for _, s := range testimg.Matrix() {
-		if s.Name == name {
-			return s
-		}
-	}
-	t.Fatalf("no spec %q in testimg.Matrix", name)
-	return testimg.Spec{}
 }

@@ -187,6 +187,19 @@ func Matrix() []Spec {
 	}
 }
 
+// SpecNamed returns the spec of Matrix called name, failing t when there
+// is none.
+func SpecNamed(t testing.TB, name string) Spec {
+	t.Helper()
+	for _, s := range Matrix() {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no spec %q in testimg.Matrix", name)
+	return Spec{}
+}
+
 // key identifies a spec for the build cache; Spec has a slice and so is not
 // comparable itself.
 func (s Spec) key() string {

@@ -191,7 +191,7 @@ func TestDaemonKilled(t *testing.T) {
 	})
 
 	t.Run("during a directory walk", func(t *testing.T) {
-		img := testimg.Build(t, specNamed(t, "ext4-largedir"))
+		img := testimg.Build(t, testimg.SpecNamed(t, "ext4-largedir"))
 		killDuring(t, img, func(dir string, progress *atomic.Int64) error {
 			lim := defaultLimits
 			lim.progress = progress
@@ -211,7 +211,7 @@ func TestDaemonKilled(t *testing.T) {
 		}, 20000)
 	})
 	t.Run("during a large read", func(t *testing.T) {
-		img := testimg.Build(t, specNamed(t, "ext4-default"))
+		img := testimg.Build(t, testimg.SpecNamed(t, "ext4-default"))
 		killDuring(t, img, func(dir string, progress *atomic.Int64) error {
 			// 300 MiB, mostly holes: the daemon serves every byte.
 			f, err := os.Open(filepath.Join(dir, "sparse", "scattered"))
@@ -406,15 +406,4 @@ func TestHelperKilled(t *testing.T) {
 			}
 		})
 	}
-}
-
-func specNamed(t *testing.T, name string) testimg.Spec {
-	t.Helper()
-	for _, s := range testimg.Matrix() {
-		if s.Name == name {
-			return s
-		}
-	}
-	t.Fatalf("no spec %q in testimg.Matrix", name)
-	return testimg.Spec{}
 }
