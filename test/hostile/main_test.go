@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 }
 
 // memoryBound is the peak resident size (VmHWM) no daemon may pass, on any
-// image: generous (the caches are 32 MiB of blocks and 65,536 inodes), so
+// image: generous (the caches hold 20 MiB of blocks and 12 MiB of inodes), so
 // that only growth with the image's size or damage trips it.
 const memoryBound = 256 << 20
 
