@@ -51,7 +51,9 @@
 //     once for as long as the handler runs; the loop drops them.
 //   - MountOptions.SingleThreaded is implemented by the loop (a mutex
 //     around go-fuse, which interrupts bypass), MaxInflightRequestBytes
-//     is not: memory is bounded by MaxReaders buffers of about MaxWrite.
+//     is not: memory is bounded by MaxReaders buffers of about MaxWrite
+//     (the first maxHugeBuffers of them in 2 MiB huge pages, see
+//     newReader).
 //   - HandleRequest allocates its request state (about 1 KiB and a
 //     channel) per call, where go-fuse's Server pools it; this cannot be
 //     avoided from outside go-fuse, and costs less than the system calls.
@@ -155,7 +157,8 @@ type Loop struct {
 	idle  atomic.Int32 // readers in (or about to enter) read(2)
 	total atomic.Int32 // readers running
 	wg    sync.WaitGroup
-	spare sync.Pool // *reader, of readers that have exited
+	spare sync.Pool    // *reader, of readers that have exited
+	huge  atomic.Int32 // readers with a buffer in a huge page (newReader)
 
 	mu      sync.Mutex
 	readers map[*reader]struct{}

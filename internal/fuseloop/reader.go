@@ -45,7 +45,7 @@ func (l *Loop) spawn() {
 	l.idle.Add(1)
 	r, _ := l.spare.Get().(*reader)
 	if r == nil || len(r.buf) != l.bufSize {
-		r = &reader{buf: newBuffer(l.bufSize)}
+		r = l.newReader()
 	}
 	l.mu.Lock()
 	l.readers[r] = struct{}{}

@@ -151,16 +151,6 @@ func outRegion(buf []byte, n int) []byte {
 
 func alignUp(n, a int) int { return (n + a - 1) / a * a }
 
-// newBuffer returns a page-aligned buffer of size bytes.
-func newBuffer(size int) []byte {
-	b := make([]byte, size+pageSize)
-	off := int(uintptr(unsafe.Pointer(&b[0])) & (pageSize - 1))
-	if off != 0 {
-		off = pageSize - off
-	}
-	return b[off : off+size : off+size]
-}
-
 // copyStruct fills *dst (a FUSE struct without pointers) from the start
 // of b; bytes b does not have stay zero. The kernel sends a shorter
 // fuse_init_in before protocol 7.36, and go-fuse a 24-byte fuse_init_out
