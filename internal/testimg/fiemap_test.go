@@ -17,7 +17,7 @@ import (
 // FiemapExtentDataInline.
 func TestFiemapMatchesDebugfs(t *testing.T) {
 	RequireKernelMount(t)
-	spec := specByName(t, "ext4-default")
+	spec := SpecNamed(t, "ext4-default")
 	img := Build(t, spec)
 	sb, err := readSuperblock(img)
 	if err != nil {
@@ -84,7 +84,7 @@ func TestFiemapMatchesDebugfs(t *testing.T) {
 		}
 	})
 
-	inline := Build(t, specByName(t, "ext4-inline"))
+	inline := Build(t, SpecNamed(t, "ext4-inline"))
 	WithKernelMount(t, inline, func(mnt string) {
 		f, err := os.Open(filepath.Join(mnt, "files", "size-59"))
 		if err != nil {

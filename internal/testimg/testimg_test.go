@@ -37,17 +37,6 @@ func specs(t *testing.T) []Spec {
 	return out
 }
 
-func specByName(t *testing.T, name string) Spec {
-	t.Helper()
-	for _, s := range Matrix() {
-		if s.Name == name {
-			return s
-		}
-	}
-	t.Fatalf("no spec %q", name)
-	return Spec{}
-}
-
 func TestMatrixBuildsAndFsckClean(t *testing.T) {
 	requireTools(t, "mke2fs", "debugfs", "e2fsck")
 	total := time.Now()
@@ -161,7 +150,7 @@ func comparable(m map[string]Entry, image bool) map[string]Entry {
 
 func TestKernelWalkMatchesSource(t *testing.T) {
 	RequireKernelMount(t)
-	s := specByName(t, "ext4-default")
+	s := SpecNamed(t, "ext4-default")
 	img := Build(t, s)
 	kernel := KernelWalk(t, img)
 	src := Walk(t, Source(t, s))
@@ -232,7 +221,7 @@ func TestKernelWalkMatchesSource(t *testing.T) {
 // file types and permission bits, sizes, contents and symlink targets.
 func TestKernelWalkMatchesLstatWalk(t *testing.T) {
 	RequireKernelMount(t)
-	s := specByName(t, "ext4-default")
+	s := SpecNamed(t, "ext4-default")
 	img := Build(t, s)
 	kernel := KernelWalk(t, img)
 	src := Source(t, s)
@@ -394,7 +383,7 @@ func TestCompareReportsDifferences(t *testing.T) {
 
 func TestCompareCatchesChangedKernelField(t *testing.T) {
 	RequireKernelMount(t)
-	img := Build(t, specByName(t, "ext4-default"))
+	img := Build(t, SpecNamed(t, "ext4-default"))
 	want := KernelWalk(t, img)
 	got := map[string]Entry{}
 	for k, v := range want {
@@ -482,7 +471,7 @@ func TestLargeDir(t *testing.T) {
 		t.Skip("large directory image is slow to build")
 	}
 	RequireKernelMount(t)
-	img := Build(t, specByName(t, "ext4-largedir"))
+	img := Build(t, SpecNamed(t, "ext4-largedir"))
 	kernel := KernelWalk(t, img)
 	n := 0
 	for p := range kernel {
@@ -503,7 +492,7 @@ func TestLargeDir(t *testing.T) {
 }
 
 func TestDebugfsOracles(t *testing.T) {
-	s := specByName(t, "ext4-default")
+	s := SpecNamed(t, "ext4-default")
 	img := Build(t, s)
 
 	st := DebugfsStat(t, img, "files/size-5242880")
@@ -570,7 +559,7 @@ func TestDebugfsOracles(t *testing.T) {
 		t.Errorf("sparse/prealloc extents: %+v", pre)
 	}
 	// Block-mapped files have no extents.
-	if ext := DebugfsExtents(t, Build(t, specByName(t, "ext3")), "files/size-5242880"); ext != nil {
+	if ext := DebugfsExtents(t, Build(t, SpecNamed(t, "ext3")), "files/size-5242880"); ext != nil {
 		t.Errorf("ext3 file has extents: %+v", ext)
 	}
 
@@ -629,7 +618,7 @@ func TestDebugfsHashMatchesHtree(t *testing.T) {
 		{"ext4-hash-tea", "tea"},
 		{"ext4-hash-legacy", "legacy"},
 	} {
-		img := Build(t, specByName(t, c.spec))
+		img := Build(t, SpecNamed(t, c.spec))
 		out := Debugfs(t, img, "htree_dump /dirs/many")
 		// Leaf lines look like "Entry #0: Hash 0x...": the leaf entries
 		// are "INO 0xHASH-MINOR (REC_LEN) NAME   INO 0x...".
